@@ -1,0 +1,61 @@
+"""`mnist-dist` command line: one subcommand per module, imported only when used
+(importing Ray takes seconds; `mnist-dist models` should not pay for it)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# name -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
+COMMANDS = {
+    "models": ("mnist_dist.models.cli", "list the architectures, their inputs and parameter counts"),
+    "train": ("mnist_dist.training.cli", "train one architecture locally and evaluate it on the test set"),
+    "sweep": ("mnist_dist.sweeps.cli", "hyperparameter sweep with Ray Tune + Optuna over Ray Train trials"),
+    "report": ("mnist_dist.report.cli", "tables, plots and an HTML report over everything in results/"),
+    "predict": ("mnist_dist.predict.cli", "predict the class of image files with a trained model"),
+    "evaluate": ("mnist_dist.predict.evaluate_cli", "evaluate a trained model on a dataset or image folder"),
+    "export": ("mnist_dist.predict.export", "export a trained model (TorchScript, ONNX) for deployment"),
+}
+
+
+def _available() -> dict:
+    def exists(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False
+    return {k: v for k, v in COMMANDS.items() if exists(v[0])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = _available()
+    parser = argparse.ArgumentParser(prog="mnist-dist", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in commands.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in commands:
+        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(commands[argv[0]][0])
+    p = argparse.ArgumentParser(prog=f"mnist-dist {argv[0]}", description=commands[argv[0]][1])
+    module.add_arguments(p)
+    return run_command(module.run, p.parse_args(argv[1:]))
+
+
+def run_command(fn, args) -> int:
+    """Turn the errors a user can fix into one clear line and a non-zero exit."""
+    from .config import ConfigError
+    from .data.idx import DataError
+    from .models.registry import UnknownModelError
+
+    try:
+        return int(fn(args) or 0)
+    except (ConfigError, DataError, UnknownModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Per-batch input transforms, applied on the training device.
+
+Datasets stay as 28x28 uint8 tensors; each architecture declares the input it
+wants (InputSpec) and every batch is converted on the fly. That is how alexnet
+gets 227x227x3 images without the 227x227 dataset ever existing (60,000 x 3 x
+227 x 227 float32 would be 37 GB).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    size: int = 28  # the model sees size x size images
+    channels: int = 1  # 3 = the grey image stacked into RGB
+    resize: bool = False  # False: zero-pad 28 -> size (LeNet style); True: bilinear resize
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment_batch(x: torch.Tensor, max_shift: float = 2.0, max_degrees: float = 10.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random small shifts (pixels) and rotations (degrees) of a float batch (B, 1, H, W)."""
+    b, _, h, _ = x.shape
+    rand = lambda: torch.rand(b, generator=generator).to(x.device) * 2 - 1  # noqa: E731 U(-1, 1)
+    angle = rand() * math.radians(max_degrees)
+    shift = torch.stack([rand(), rand()], 1) * (2 * max_shift / h)  # grid units: 2 = full width
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def prepare_batch(x: torch.Tensor, spec: InputSpec, mean: float, std: float,
+                  augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, C, S, S), normalised, in the architecture's shape."""
+    x = x.unsqueeze(1).float().div_(255.0)
+    if augment:
+        x = augment_batch(x, generator=generator)
+    if spec.size != x.shape[-1]:
+        if spec.resize:
+            x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False)
+        else:
+            pad = spec.size - x.shape[-1]
+            x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    x = (x - mean) / std  # after padding, so padded borders equal the (normalised) background
+    if spec.channels != 1:
+        x = x.expand(-1, spec.channels, -1, -1)
+    return x
+

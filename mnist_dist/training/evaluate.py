@@ -1,0 +1,68 @@
+"""Test-set evaluation: accuracy, loss, confusion matrix, per-class accuracy,
+classification report and the predicted probabilities."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import classification_report, confusion_matrix
+
+from ..config import save_json
+from ..data.transforms import InputSpec, prepare_batch
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, spec: InputSpec, mean: float, std: float,
+                  device: torch.device | str = "cpu", batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities (N, classes) for uint8 images (N, 28, 28)."""
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = prepare_batch(x[start:start + batch_size].to(device), spec, mean, std)
+        out.append(F.softmax(model(xb).float(), dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: InputSpec, mean: float,
+             std: float, classes, device: torch.device | str = "cpu") -> dict:
+    probs = predict_proba(model, x, spec, mean, std, device)
+    labels = y.cpu().numpy()
+    preds = probs.argmax(1).numpy()
+    # NLL of the softmax output; clamp so one confidently wrong image cannot make it inf
+    loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y.cpu()))
+    k = len(classes)
+    cm = confusion_matrix(labels, preds, labels=list(range(k)))
+    per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    report = classification_report(labels, preds, labels=list(range(k)), target_names=list(classes),
+                                   output_dict=True, zero_division=0)
+    return {"accuracy": float((preds == labels).mean()), "loss": loss, "n": int(len(labels)),
+            "classes": list(classes), "confusion_matrix": cm.tolist(),
+            "per_class_accuracy": {c: float(a) for c, a in zip(classes, per_class)},
+            "classification_report": report, "probabilities": probs.numpy(),
+            "labels": labels, "predictions": preds}
+
+
+def save_evaluation(ev: dict, out_dir: Path) -> None:
+    """evaluation.json (everything but the arrays) and predictions.npz (the arrays)."""
+    out_dir = Path(out_dir)
+    arrays = ("probabilities", "labels", "predictions")
+    save_json({k: v for k, v in ev.items() if k not in arrays}, out_dir / "evaluation.json")
+    tmp = out_dir / ".predictions.tmp.npz"
+    np.savez_compressed(tmp, **{k: ev[k] for k in arrays})
+    tmp.replace(out_dir / "predictions.npz")
+
+
+def format_evaluation(ev: dict) -> str:
+    lines = [f"test accuracy {ev['accuracy']:.4f}  loss {ev['loss']:.4f}  ({ev['n']} images)",
+             "per-class accuracy: " + "  ".join(f"{c}:{a:.3f}" for c, a in ev["per_class_accuracy"].items()),
+             "confusion matrix (rows = true, columns = predicted):"]
+    lines += ["  " + " ".join(f"{v:5d}" for v in row) for row in ev["confusion_matrix"]]
+    rep = ev["classification_report"]
+    lines.append(f"{'class':>12} precision recall f1 support")
+    for c in ev["classes"]:
+        r = rep[c]
+        lines.append(f"{c:>12} {r['precision']:9.3f} {r['recall']:6.3f} {r['f1-score']:.3f} {int(r['support'])}")
+    return "\n".join(lines)
