@@ -222,7 +222,7 @@ def run_epochs(cfg: TrainConfig, trainer: Trainer, reporter: Reporter) -> TrainS
                 status = "early_stopped"
         done = status != "completed" or epoch == cfg.epochs
         m.update(best_val_acc=max(state.best_val_acc, 0.0), best_epoch=state.best_epoch,
-                 status=status if done else "running", done=done)
+                 status=status if done else "running", finished=done)
         state.history.append(m)
         reporter.report(m, lambda: checkpoint(cfg, trainer, state, m))
         if done:

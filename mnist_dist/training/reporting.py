@@ -49,8 +49,11 @@ class RayReporter(Reporter):
     """Reports to Ray Train; rank 0 attaches the checkpoint (resume state + best model)."""
 
     def __init__(self):
+        import logging
+
         import ray.train
 
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
         self.train = ray.train
         self.rank = ray.train.get_context().get_world_rank()
 

@@ -1,0 +1,42 @@
+"""--final-seeds K: retrain the best config with K other seeds, report test mean +/- std.
+
+One seed's accuracy is one sample; the spread over seeds says how much of a
+difference between two configs (or architectures) is noise."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from .results import evaluate_model, fetch_model, trial_row, write_csv
+
+
+def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, ray) -> dict:
+    from ray import tune
+
+    from .runner import base_config, concurrency, make_trainable
+
+    if "best_config" not in summary:
+        return {"error": "no best config to retrain"}
+    seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
+    base = base_config(spec, opts)
+    params = {**summary["best_config"], "seed": tune.grid_search(seeds)}
+    tuner = tune.Tuner(
+        make_trainable(spec, opts, sweep_dir, base),
+        param_space=params,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent)),
+        run_config=tune.RunConfig(name="final", storage_path=str(sweep_dir), verbose=opts.verbose))
+    out = sweep_dir / "final"
+    (out / "histories").mkdir(parents=True, exist_ok=True)
+    rows, accs = [], []
+    for result in tuner.fit():
+        row = trial_row(result, out / "histories")
+        if row["status"] in ("completed", "early_stopped") and row["checkpoint_path"]:
+            seed = result.config["seed"]
+            ev = evaluate_model(fetch_model(row["checkpoint_path"], out / f"seed-{seed}"), base)
+            row["test_acc"] = ev["accuracy"]
+            accs.append(ev["accuracy"])
+        rows.append(row)
+    write_csv(rows, out / "trials.csv")
+    return {"seeds": seeds, "test_acc": accs,
+            "test_acc_mean": statistics.mean(accs) if accs else None,
+            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0}

@@ -1,0 +1,122 @@
+"""Turn a finished Tune run into results/<sweep>/: trials.csv, histories/, best/, summary.json."""
+from __future__ import annotations
+
+import csv
+import shutil
+import statistics
+from pathlib import Path
+
+from ..config import save_json
+from ..data import load_dataset
+from ..models import count_parameters
+from ..training.checkpoint import input_spec, load_model
+from ..training.evaluate import evaluate, save_evaluation
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
+                   "train_seconds", "images_per_sec", "world_size", "best_val_acc", "status")
+
+
+def trial_status(result) -> str:
+    if result.error is not None:
+        return "failed"
+    status = (result.metrics or {}).get("status")
+    if status is None:
+        return "failed"  # never reported an epoch
+    return "stopped_early" if status == "running" else status  # running = stopped by ASHA
+
+
+def trial_row(result, histories: Path) -> dict:
+    m = result.metrics or {}
+    trial_id = m.get("trial_id") or Path(result.path).name
+    df = result.metrics_dataframe
+    cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns]
+    epoch_seconds = 0.0
+    if cols:
+        df[cols].to_csv(histories / f"{trial_id}.csv", index=False)
+        epoch_seconds = float(df["epoch_seconds"].sum())
+    trial_time = float(m.get("time_total_s", 0.0))
+    params = {k: v for k, v in (result.config or {}).items()}
+    return {"trial_id": trial_id, "status": trial_status(result), **{f"config/{k}": v for k, v in params.items()},
+            "epochs_run": m.get("epoch", 0), "val_acc": m.get("val_acc"), "val_loss": m.get("val_loss"),
+            "best_val_acc": m.get("best_val_acc"), "best_epoch": m.get("best_epoch"),
+            "world_size": m.get("world_size"), "images_per_sec": _mean(df, "images_per_sec"),
+            "train_time_s": epoch_seconds, "trial_time_s": trial_time,
+            "overhead_s": max(trial_time - epoch_seconds, 0.0) if trial_time else None,
+            "error": str(result.error).splitlines()[0][:300] if result.error else "",
+            "checkpoint_path": m.get("checkpoint_path", "")}
+
+
+def _mean(df, col):
+    return float(df[col].mean()) if df is not None and col in df.columns and len(df) else None
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def pick_best(rows: list[dict], mode: str) -> dict | None:
+    ok = [r for r in rows if r["status"] not in ("failed", "diverged") and r["best_val_acc"] is not None
+          and r["checkpoint_path"]]
+    if not ok:
+        return None
+    key = lambda r: r["best_val_acc"]  # noqa: E731
+    return max(ok, key=key) if mode == "max" else min(ok, key=key)
+
+
+def fetch_model(checkpoint_path: str, dest: Path) -> Path:
+    """Copy the trial's best model out of its Train checkpoint (local path or cloud URI)."""
+    import ray.train
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with ray.train.Checkpoint(checkpoint_path).as_directory() as d:
+        tmp = dest / ".model.pt.tmp"
+        shutil.copyfile(Path(d) / "model.pt", tmp)
+        tmp.replace(dest / "model.pt")
+    return dest / "model.pt"
+
+
+def evaluate_model(model_path: Path, base: dict) -> dict:
+    model, payload = load_model(model_path)
+    data = load_dataset(payload["dataset"], base.get("data_dir"))
+    n = base.get("test_limit") or len(data.test_x)
+    ev = evaluate(model, data.test_x[:n], data.test_y[:n], input_spec(payload), data.mean, data.std,
+                  data.classes)
+    ev["parameters"] = count_parameters(model)
+    return ev
+
+
+def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
+    from .runner import base_config
+
+    histories = sweep_dir / "histories"
+    histories.mkdir(exist_ok=True)
+    rows = [trial_row(r, histories) for r in grid]
+    write_csv(rows, sweep_dir / "trials.csv")
+    counts = {s: sum(r["status"] == s for r in rows)
+              for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}
+    overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
+    summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": spec.dataset,
+               "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,
+               "workers": opts.scaling.workers, "wall_time_s": wall_time,
+               "overhead_per_trial_s": statistics.mean(overheads) if overheads else None,
+               "train_time_s": sum(r["train_time_s"] for r in rows)}
+    best = pick_best(rows, spec.mode)
+    if best:
+        base = base_config(spec, opts)
+        model_path = fetch_model(best["checkpoint_path"], sweep_dir / "best")
+        ev = evaluate_model(model_path, base)
+        save_evaluation(ev, sweep_dir / "best")
+        summary.update(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"],
+                       best_config={k[7:]: v for k, v in best.items() if k.startswith("config/")},
+                       test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"],
+                       best_images_per_sec=best["images_per_sec"], best_train_time_s=best["train_time_s"])
+    else:
+        summary["error"] = "no trial finished with a usable model; see trials.csv for each trial's error"
+    save_json(summary, sweep_dir / "summary.json")
+    return summary

@@ -1,0 +1,181 @@
+"""Run a sweep: Ray Tune + Optuna TPE choosing configs, one Ray Train run per trial,
+ASHA stopping poor trials early; then collect everything under results/<name>/."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config import ConfigError, save_json
+from .spec import SweepSpec, baseline_point, DefineByRun, max_epochs
+from .trial import Scaling, run_trial
+
+SMOKE = {"train_limit": 1000, "test_limit": 500}  # --smoke-test: tiny data, 1 epoch, 2 trials
+
+
+@dataclass
+class SweepOptions:
+    results_dir: str = "results"
+    name: str | None = None
+    scaling: Scaling = Scaling()
+    max_concurrent: int | None = None
+    address: str | None = None  # None: start an embedded local Ray sized to this machine
+    resume: bool = False
+    smoke_test: bool = False
+    data_dir: str | None = None
+    storage: str | None = None  # Optuna storage URL; default sqlite in the sweep folder
+    final_seeds: int = 0
+    verbose: int = 1
+
+
+def sweep_name(spec: SweepSpec, opts: SweepOptions) -> str:
+    return opts.name or f"{spec.arch}-{spec.dataset}" + ("-smoke" if opts.smoke_test else "")
+
+
+def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
+    sweep_dir = (Path(opts.results_dir) / sweep_name(spec, opts)).resolve()
+    tune_dir = sweep_dir / "tune"
+    if opts.resume and not tune_dir.exists():
+        raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume")
+    if not opts.resume and tune_dir.exists():
+        raise ConfigError(f"{sweep_dir} already holds a sweep; pass --resume to continue it, "
+                          "or --name to start a new one")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return sweep_dir
+
+
+def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
+    """What every trial shares; the searcher's params are laid over it."""
+    from ..config import resolve
+
+    # the registry baseline fills every key that is neither searched nor fixed
+    base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset, "seed": spec.seed}).to_dict()
+    if opts.data_dir:
+        base["data_dir"] = str(Path(opts.data_dir).resolve())
+    if opts.smoke_test:
+        base.update(SMOKE, epochs=1)
+    return base
+
+
+# Ray Train's controller collects worker reports when it polls them, every 2 s by
+# default: a 0.2 s epoch then takes 2 s. Polling at 0.2 s costs little CPU.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+def runtime_env() -> dict:
+    env = {**RAY_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MNIST_DIST_", "RAY_TRAIN_"))}}
+    return {"env_vars": env}
+
+
+def init_ray(opts: SweepOptions):
+    import ray
+
+    if ray.is_initialized():  # e.g. tests sharing one instance
+        return ray
+    env = runtime_env()["env_vars"]
+    if opts.address:
+        ray.init(address=opts.address, runtime_env={"env_vars": env})
+    else:  # embedded, sized to this machine; dashboard on localhost only
+        ray.init(num_cpus=os.cpu_count(), dashboard_host="127.0.0.1", runtime_env={"env_vars": env})
+    return ray
+
+
+def concurrency(ray, scaling: Scaling, limit: int | None) -> int:
+    """Trials that fit at once: the Train workers hold the resources, the trial itself none."""
+    res = ray.cluster_resources()
+    fit = math.floor(res.get("CPU", 0) / (scaling.workers * scaling.cpus_per_worker) + 1e-9)
+    if scaling.gpus_per_worker:
+        fit = min(fit, math.floor(res.get("GPU", 0) / (scaling.workers * scaling.gpus_per_worker) + 1e-9))
+    if fit < 1:
+        raise ConfigError(f"one trial needs {scaling.workers} workers x {scaling.cpus_per_worker} CPU"
+                          f" x {scaling.gpus_per_worker} GPU but the cluster has {res.get('CPU', 0)} "
+                          f"CPU and {res.get('GPU', 0)} GPU; lower --workers or per-worker resources")
+    return min(fit, limit) if limit else fit
+
+
+def make_trainable(spec, opts, sweep_dir: Path, base: dict | None = None):
+    from ray import tune
+
+    fn = tune.with_parameters(run_trial, base=base or base_config(spec, opts), scaling=opts.scaling,
+                              storage=str(sweep_dir / "train"))
+    # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.
+    # A placement group cannot be empty, so it holds a token 1 MB of memory, not a CPU.
+    return tune.with_resources(fn, {"memory": 1 << 20})
+
+
+def make_searcher(spec: SweepSpec, sweep_dir: Path, opts: SweepOptions, name: str):
+    import optuna
+
+    from .searcher import BudgetAwareOptunaSearch
+
+    url = opts.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)  # OptunaSearch wants the object, not the URL
+    return BudgetAwareOptunaSearch(
+        space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
+        points_to_evaluate=[baseline_point(spec)] if spec.baseline_first else None,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, spec.trials)),
+        study_name=name, storage=storage)
+
+
+def make_scheduler(spec: SweepSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", metric=spec.metric, mode=spec.mode,
+                         max_t=max_epochs(spec), grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials: int):
+    from ray import tune
+
+    from .events import EventLog
+
+    name = sweep_name(spec, opts)
+    trainable = make_trainable(spec, opts, sweep_dir)
+    if opts.resume:
+        return tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec),
+            num_samples=trials, max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent)),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(sweep_dir), verbose=opts.verbose,
+            failure_config=tune.FailureConfig(max_failures=1),  # retry a failed trial once
+            callbacks=[EventLog(sweep_dir / "events.jsonl")]))
+
+
+def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
+    """Run (or resume) the sweep and write its results; returns summary.json's contents."""
+    from .results import collect
+
+    if opts.smoke_test:  # 1 epoch means nothing to schedule and no epochs to search
+        spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
+        spec.space.pop("epochs", None)
+        spec.fixed["epochs"] = 1
+    sweep_dir = prepare_dir(spec, opts)
+    resolved = {"sweep": spec.to_dict(), "options": asdict(opts), "base_config": base_config(spec, opts)}
+    if not opts.resume:
+        save_json(resolved, sweep_dir / "config.json")
+        _write_yaml(resolved, sweep_dir / "config.yaml")
+    ray = init_ray(opts)
+    t0 = time.time()
+    grid = make_tuner(spec, opts, sweep_dir, ray, spec.trials).fit()
+    summary = collect(grid, spec, opts, sweep_dir, wall_time=time.time() - t0)
+    if opts.final_seeds:
+        from .final import run_final_seeds
+
+        summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, ray)
+        save_json(summary, sweep_dir / "summary.json")
+    return summary
+
+
+def _write_yaml(obj: dict, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(obj, default=str)), sort_keys=False))

@@ -1,0 +1,35 @@
+"""OptunaSearch that tells Optuna what really happened to each trial.
+
+Ray's OptunaSearch records a trial that ASHA stopped after 1 of 10 epochs as
+COMPLETE with its 1-epoch accuracy, so TPE learns from values measured at a
+tenth of the budget as if they were final. Here such a trial is told as
+PRUNED: TPE then ranks it by its intermediate values (reported every epoch)
+below every completed trial, which is what a stopped trial is. Diverged trials
+stay COMPLETE with their (bad) value so TPE avoids their region, and every
+Optuna trial carries its Tune trial id and final status as user attributes.
+"""
+from __future__ import annotations
+
+import logging
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+FINISHED = ("completed", "early_stopped", "diverged")  # statuses our training loop ends with
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        status = "failed" if error else (result or {}).get("status", "failed")
+        if status == "running":  # the scheduler stopped it before its last epoch
+            status = "stopped_early"
+        ot_trial.set_user_attr("tune_trial_id", trial_id)
+        ot_trial.set_user_attr("status", status)
+        if status != "stopped_early":
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)

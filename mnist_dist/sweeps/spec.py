@@ -1,0 +1,176 @@
+"""Sweep definitions: `sweeps/<arch>.yaml` <- CLI flags, validated before Ray starts.
+
+A search-space entry is one of
+    {loguniform: [lo, hi]}  {uniform: [lo, hi]}  {int: [lo, hi]}  {choice: [a, b, ...]}
+optionally with `when: {param: [values]}` to make it conditional (momentum only
+for sgd/rmsprop, say). Keys of `space` and `fixed` are TrainConfig fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import FIELDS, ConfigError, coerce, load_yaml, resolve, unknown_key_error
+from ..models import get_entry
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+KINDS = ("loguniform", "uniform", "int", "choice")
+SEARCHABLE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "dropout",
+              "batch_size", "epochs", "lr_plateau_factor", "augment", "val_fraction")
+
+
+@dataclass
+class SchedulerSpec:
+    type: str = "asha"  # asha | none
+    grace_period: int = 1  # epochs every trial runs before it may be stopped
+    reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+
+
+@dataclass
+class SweepSpec:
+    arch: str
+    dataset: str = "mnist"
+    metric: str = "best_val_acc"
+    mode: str = "max"
+    trials: int = 20
+    max_concurrent: int | None = None  # default: as many as the cluster's resources fit
+    baseline_first: bool = True  # evaluate the source's baseline config as trial 1
+    seed: int = 0  # seeds the TPE sampler and every trial's training
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    fixed: dict = field(default_factory=dict)  # TrainConfig values held constant
+    space: dict = field(default_factory=dict)  # param -> distribution
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+TOP_KEYS = {f.name for f in dataclasses.fields(SweepSpec)}
+
+
+def _check_dist(name: str, d, where: str) -> None:
+    if name not in SEARCHABLE:
+        raise ConfigError(f"{where}: space.{name} cannot be searched; searchable: {', '.join(SEARCHABLE)}")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: space.{name} must be a mapping like {{loguniform: [1e-4, 1e-2]}}")
+    kinds = [k for k in d if k in KINDS]
+    extra = [k for k in d if k not in KINDS and k != "when"]
+    if len(kinds) != 1 or extra:
+        raise ConfigError(f"{where}: space.{name} needs exactly one of {', '.join(KINDS)} "
+                          f"(optionally with 'when'); got keys {list(d)}")
+    values = d[kinds[0]]
+    if kinds[0] == "choice":
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: space.{name}.choice must be a non-empty list")
+        for v in values:
+            coerce({name: v}, f"{where}: space.{name}")
+    else:
+        if not (isinstance(values, list) and len(values) == 2):
+            raise ConfigError(f"{where}: space.{name}.{kinds[0]} must be [low, high]")
+        lo, hi = (float(v) for v in values)
+        if not lo < hi or (kinds[0] == "loguniform" and lo <= 0):
+            raise ConfigError(f"{where}: space.{name}.{kinds[0]} range [{lo}, {hi}] is empty"
+                              + (" or not positive" if kinds[0] == "loguniform" else ""))
+    for param in d.get("when", {}) or {}:
+        if param not in FIELDS:
+            raise unknown_key_error(param, FIELDS, f"{where}: space.{name}.when")
+
+
+def kind_of(d: dict) -> str:
+    return next(k for k in d if k in KINDS)
+
+
+def suggest(trial, name: str, d: dict):
+    """Draw one value from an Optuna trial (works on Ray's captor object too)."""
+    kind, v = kind_of(d), d[kind_of(d)]
+    if kind == "loguniform":
+        return trial.suggest_float(name, float(v[0]), float(v[1]), log=True)
+    if kind == "uniform":
+        return trial.suggest_float(name, float(v[0]), float(v[1]))
+    if kind == "int":
+        return trial.suggest_int(name, int(v[0]), int(v[1]))
+    return trial.suggest_categorical(name, v)
+
+
+class DefineByRun:
+    """The Optuna define-by-run space: conditional params only when their `when` holds.
+    A class, not a closure, because Tune pickles the searcher into its checkpoints."""
+
+    def __init__(self, space: dict):
+        self.space = space
+
+    def __call__(self, trial) -> None:
+        chosen = {}
+        for name, d in self.space.items():
+            if all(chosen.get(p) in vals for p, vals in (d.get("when") or {}).items()):
+                chosen[name] = suggest(trial, name, d)
+
+
+def in_range(value, d: dict) -> bool:
+    kind, v = kind_of(d), d[kind_of(d)]
+    if kind == "choice":
+        return value in v
+    return float(v[0]) <= float(value) <= float(v[1])
+
+
+def baseline_point(spec: SweepSpec) -> dict:
+    """The source's published config, in search-space terms, to enqueue as trial 1."""
+    base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}).to_dict()
+    if base.get("dropout") is None:
+        base["dropout"] = get_entry(spec.arch).dropout
+    point = {}
+    for name, d in spec.space.items():
+        if all(base.get(p) in vals for p, vals in (d.get("when") or {}).items()):
+            if base.get(name) is None or not in_range(base[name], d):
+                raise ConfigError(f"sweep {spec.arch}: the baseline {name}={base.get(name)!r} is outside "
+                                  f"space.{name} {d}; widen the range or set baseline_first: false")
+            point[name] = base[name]
+    return point
+
+
+def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None = None) -> SweepSpec:
+    """sweeps/<arch>.yaml (or `path`) <- overrides; every key and value checked."""
+    get_entry(arch)
+    path = Path(path) if path else SWEEPS_DIR / f"{arch}.yaml"
+    raw = load_yaml(path) if path.exists() else {"arch": arch}
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    where = str(path)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise unknown_key_error(key, sorted(TOP_KEYS), where)
+    sched = raw.pop("scheduler", None) or {}
+    bad = set(sched) - {f.name for f in dataclasses.fields(SchedulerSpec)}
+    if bad:
+        raise ConfigError(f"{where}: unknown scheduler key(s) {sorted(bad)}; known: type, "
+                          "grace_period, reduction_factor")
+    spec = SweepSpec(**{**raw, "arch": arch}, scheduler=SchedulerSpec(**sched))
+    validate(spec, where)
+    return spec
+
+
+def validate(spec: SweepSpec, where: str) -> None:
+    if spec.mode not in ("max", "min"):
+        raise ConfigError(f"{where}: mode={spec.mode!r}; expected max or min")
+    if not isinstance(spec.trials, int) or spec.trials < 1:
+        raise ConfigError(f"{where}: trials={spec.trials!r}; expected an integer >= 1")
+    if spec.max_concurrent is not None and spec.max_concurrent < 1:
+        raise ConfigError(f"{where}: max_concurrent={spec.max_concurrent!r}; expected >= 1")
+    if spec.scheduler.type not in ("asha", "none"):
+        raise ConfigError(f"{where}: scheduler.type={spec.scheduler.type!r}; expected asha or none")
+    spec.fixed = coerce(spec.fixed or {}, f"{where}: fixed")
+    for name, d in (spec.space or {}).items():
+        _check_dist(name, d, where)
+    overlap = set(spec.fixed) & set(spec.space)
+    if overlap:
+        raise ConfigError(f"{where}: {sorted(overlap)} both fixed and searched; keep one")
+    resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}, source=where)  # fixed values valid
+    if spec.baseline_first:
+        baseline_point(spec)
+
+
+def max_epochs(spec: SweepSpec) -> int:
+    """The largest epoch count a trial can have: ASHA's max_t."""
+    d = spec.space.get("epochs")
+    if d:
+        return int(max(d["choice"]) if "choice" in d else d[kind_of(d)][1])
+    return resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}).epochs
