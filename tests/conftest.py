@@ -67,3 +67,23 @@ def ray_session():
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def smoke_options(results_dir: Path, name: str, workers: int = 2, **kw):
+    from mnist_dist.sweeps.runner import SweepOptions
+    from mnist_dist.sweeps.trial import Scaling
+
+    return SweepOptions(results_dir=str(results_dir), name=name, scaling=Scaling(workers=workers),
+                        smoke_test=True, data_dir=str(DATA_DIR), verbose=0, **kw)
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_session, tmp_path_factory) -> Path:
+    """One real sweep shared by the sweep and report tests: lenet5, 2 trials x 2 Ray Train
+    workers (DDP over gloo), 1 epoch on 1,000 real MNIST images, Optuna TPE in SQLite."""
+    from mnist_dist.sweeps.runner import run_sweep
+    from mnist_dist.sweeps.spec import load_spec
+
+    results = tmp_path_factory.mktemp("results")
+    run_sweep(load_spec("lenet5"), smoke_options(results, "lenet5-smoke"))
+    return results / "lenet5-smoke"

@@ -124,16 +124,13 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
 
 
 def _download(info: DatasetInfo, folder: Path) -> Path:
-    import torchvision.datasets
-
     folder.mkdir(parents=True, exist_ok=True)
     # One download per machine: other workers wait on the lock, then find the files.
     with FileLock(str(folder.parent / ".download.lock")):
         if not _complete(folder):
-            cls = getattr(torchvision.datasets, info.torchvision_class)
             try:
-                cls(str(cache_dir()), train=True, download=True)
-            except Exception as e:  # URLError, HTTPError, md5 mismatch, ...
+                _fetch_with_torchvision(info, folder)
+            except Exception as e:  # URLError, HTTPError, RuntimeError from every mirror
                 raise DataError(
                     f"could not download {info.name} into {folder} ({type(e).__name__}: {e}). "
                     f"Offline? Set ${ENV_DATA_DIR} (or pass --data-dir) to a folder with a "
@@ -141,6 +138,27 @@ def _download(info: DatasetInfo, folder: Path) -> Path:
     if not _complete(folder):
         raise DataError(f"download of {info.name} finished but {folder} is incomplete")
     return folder
+
+
+def _fetch_with_torchvision(info: DatasetInfo, folder: Path) -> None:
+    """torchvision's mirrors and downloader, file by file. Where the uncompressed md5 is
+    known, the loader verifies it (it also accepts re-compressed copies of the same data);
+    otherwise torchvision checks the published .gz md5."""
+    import torchvision.datasets
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    for filename, gz_md5 in cls.resources:
+        errors = []
+        for mirror in cls.mirrors:
+            try:
+                download_and_extract_archive(f"{mirror}{filename}", download_root=str(folder),
+                                             filename=filename, md5=None if info.md5 else gz_md5)
+                break
+            except Exception as e:  # try the next mirror
+                errors.append(f"{mirror}: {e}")
+        else:
+            raise RuntimeError(f"{filename}: " + "; ".join(errors))
 
 
 @functools.lru_cache(maxsize=4)

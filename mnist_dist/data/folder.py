@@ -55,11 +55,10 @@ def class_names(labels: set[str]) -> tuple[str, ...]:
 
 def load_image_folder(root: str | Path) -> Dataset:
     root = Path(root).expanduser()
-    splits = {}
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise DataError(f"{root}: expected subfolders train/ and test/; {split}/ is missing")
-        splits[split] = _scan(root / split)
+    splits = {split: _scan(root / split) for split in ("train", "test")}
     classes = class_names({lbl for items in splits.values() for _, lbl in items})
     index = {c: i for i, c in enumerate(classes)}
     tensors = []

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import ConfigError, save_json
-from .spec import SweepSpec, baseline_point, DefineByRun, max_epochs
+from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
 from .trial import Scaling, run_trial
 
 SMOKE = {"train_limit": 1000, "test_limit": 500}  # --smoke-test: tiny data, 1 epoch, 2 trials
@@ -115,7 +115,7 @@ def make_searcher(spec: SweepSpec, sweep_dir: Path, opts: SweepOptions, name: st
     storage = optuna.storages.RDBStorage(url)  # OptunaSearch wants the object, not the URL
     return BudgetAwareOptunaSearch(
         space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
-        points_to_evaluate=[baseline_point(spec)] if spec.baseline_first else None,
+        points_to_evaluate=initial_points(spec) or None,
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, spec.trials)),
         study_name=name, storage=storage)
 

@@ -40,6 +40,7 @@ class SweepSpec:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     fixed: dict = field(default_factory=dict)  # TrainConfig values held constant
     space: dict = field(default_factory=dict)  # param -> distribution
+    points: list = field(default_factory=list)  # configs to evaluate first, after the baseline
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,6 +167,19 @@ def validate(spec: SweepSpec, where: str) -> None:
     resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}, source=where)  # fixed values valid
     if spec.baseline_first:
         baseline_point(spec)
+    for i, point in enumerate(spec.points or []):
+        if not isinstance(point, dict):
+            raise ConfigError(f"{where}: points[{i}] must be a mapping of searched params to values")
+        for name, value in point.items():
+            if name not in spec.space:
+                raise ConfigError(f"{where}: points[{i}].{name} is not in space; points set searched "
+                                  f"params only ({', '.join(spec.space)})")
+            point[name] = coerce({name: value}, f"{where}: points[{i}]")[name]
+
+
+def initial_points(spec: SweepSpec) -> list[dict]:
+    """What Optuna evaluates before it starts proposing: the baseline, then `points`."""
+    return ([baseline_point(spec)] if spec.baseline_first else []) + list(spec.points or [])
 
 
 def max_epochs(spec: SweepSpec) -> int:

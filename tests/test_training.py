@@ -1,0 +1,110 @@
+"""The per-worker training function on real MNIST: learning, callbacks, divergence,
+checkpoints, and the `mnist-dist train` command."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mnist_dist.cli import main
+from mnist_dist.config import ConfigError, TrainConfig, resolve
+from mnist_dist.training import load_model, train_func_per_worker
+from mnist_dist.training.checkpoint import input_spec
+from mnist_dist.training.evaluate import evaluate
+from mnist_dist.training.loop import train_val_indices
+from mnist_dist.training.reporting import LocalReporter
+
+
+def run(arch="lenet5", **overrides):
+    reporter = LocalReporter()
+    cfg = resolve(arch, overrides)
+    state = train_func_per_worker(cfg.to_dict(), reporter)
+    return cfg, state, reporter
+
+
+def test_lenet5_learns_real_mnist_in_one_epoch():
+    _, state, _ = run(train_limit=10000, epochs=1, batch_size=32)
+    assert state.history[0]["val_acc"] > 0.90
+    assert state.history[0]["status"] == "completed"
+
+
+def test_early_stopping_stops_after_patience_epochs():
+    # lr so small that nothing changes: val_acc never improves after epoch 1
+    _, state, _ = run(optimizer="sgd", lr=1e-12, train_limit=500, epochs=6,
+                      early_stopping_monitor="val_acc", early_stopping_patience=2)
+    assert [h["status"] for h in state.history] == ["running", "running", "early_stopped"]
+
+
+def test_reduce_lr_on_plateau_halves_the_rate():
+    # 1e-6: too small to move the loss by ReduceLROnPlateau's 1e-4 relative threshold,
+    # large enough that halving it exceeds the scheduler's eps (1e-8)
+    _, state, _ = run(optimizer="sgd", lr=1e-6, momentum=0.0, train_limit=500, epochs=4,
+                      lr_plateau_factor=0.5, lr_plateau_patience=0)
+    lrs = [h["lr"] for h in state.history]
+    assert lrs[0] == lrs[1] == 1e-6 and math.isclose(lrs[2], 5e-7) and math.isclose(lrs[3], 2.5e-7)
+
+
+def test_checkpoint_holds_the_best_epoch_and_reloads_with_weights_only(mnist, tmp_path):
+    from mnist_dist.training.checkpoint import atomic_save
+
+    cfg, state, reporter = run(optimizer="sgd", lr=0.05, train_limit=3000, epochs=3)
+    payload = reporter.last_checkpoint["model"]
+    atomic_save(payload, tmp_path / "model.pt")
+    raw = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert raw["arch"] == "lenet5" and raw["classes"] == list("0123456789")
+    assert raw["input"] == {"size": 32, "channels": 1, "resize": False}
+    assert raw["config"]["lr"] == 0.05 and raw["dataset"] == "mnist"
+    best = state.history[state.best_epoch - 1]
+    assert raw["metrics"]["epoch"] == state.best_epoch
+    assert best["val_acc"] == max(h["val_acc"] for h in state.history)
+    # The saved weights reproduce the best epoch's validation accuracy exactly.
+    model, payload = load_model(tmp_path / "model.pt")
+    _, val_idx = train_val_indices(cfg, len(mnist.train_x))
+    ev = evaluate(model, mnist.train_x[val_idx], mnist.train_y[val_idx], input_spec(payload),
+                  mnist.mean, mnist.std, mnist.classes)
+    assert ev["accuracy"] == pytest.approx(best["val_acc"], abs=1e-9)
+
+
+def test_divergence_ends_the_run_with_status_not_exception():
+    _, state, _ = run(arch="mlp", optimizer="sgd", lr=1e6, train_limit=2000, epochs=3)
+    assert state.history[-1]["status"] == "diverged" and len(state.history) == 1
+    assert state.history[-1]["val_acc"] == 0.0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_trains(optimizer):
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    _, state, _ = run(arch="mlp", optimizer=optimizer, lr=lr, nesterov=True, train_limit=1000,
+                      epochs=1, weight_decay=1e-4, batch_size=32)
+    assert state.history[0]["status"] == "completed" and state.history[0]["val_acc"] > 0.3
+
+
+def test_bad_config_values_and_keys():
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        resolve("mlp", {"batch_size": 0})
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        TrainConfig.from_dict({"batch_sise": 3})
+    with pytest.raises(ConfigError, match="lr='fast' is not a valid float"):
+        resolve("mlp", {"lr": "fast"})
+
+
+def test_train_command_writes_a_complete_run(trained_model):
+    run_dir = trained_model.parent
+    for name in ("run.json", "config.json", "history.csv", "history.json", "model.pt",
+                 "evaluation.json", "predictions.npz"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["arch"] == "cnn_regularized" and summary["epochs_run"] == 2
+    assert summary["test_acc"] > 0.96  # 20,000 real images, 2 epochs
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    assert sum(map(sum, ev["confusion_matrix"])) == 10000
+    assert set(ev["classification_report"]) >= {"0", "9", "macro avg"}
+
+
+def test_train_command_rejects_bad_input(capsys):
+    assert main(["train", "resnet"]) == 2
+    assert "known: mlp" in capsys.readouterr().err
+    assert main(["train", "mlp", "--epochs", "0"]) == 2
+    assert "epochs=0" in capsys.readouterr().err
