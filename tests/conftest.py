@@ -69,21 +69,22 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def smoke_options(results_dir: Path, name: str, workers: int = 2, **kw):
+def smoke_options(results_dir: Path, name: str, workers: int = 2, smoke_test: bool = True, **kw):
     from mnist_dist.sweeps.runner import SweepOptions
     from mnist_dist.sweeps.trial import Scaling
 
     return SweepOptions(results_dir=str(results_dir), name=name, scaling=Scaling(workers=workers),
-                        smoke_test=True, data_dir=str(DATA_DIR), verbose=0, **kw)
+                        smoke_test=smoke_test, data_dir=str(DATA_DIR), verbose=0, **kw)
 
 
 @pytest.fixture(scope="session")
 def smoke_sweep(ray_session, tmp_path_factory) -> Path:
     """One real sweep shared by the sweep and report tests: lenet5, 2 trials x 2 Ray Train
-    workers (DDP over gloo), 1 epoch on 1,000 real MNIST images, Optuna TPE in SQLite."""
+    workers (DDP over gloo), 1 epoch on 1,000 real MNIST images, Optuna TPE in SQLite,
+    then the best config retrained with 2 more seeds."""
     from mnist_dist.sweeps.runner import run_sweep
     from mnist_dist.sweeps.spec import load_spec
 
     results = tmp_path_factory.mktemp("results")
-    run_sweep(load_spec("lenet5"), smoke_options(results, "lenet5-smoke"))
+    run_sweep(load_spec("lenet5"), smoke_options(results, "lenet5-smoke", final_seeds=2))
     return results / "lenet5-smoke"

@@ -31,5 +31,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("status", status)
         if status != "stopped_early":
             return super().on_trial_complete(trial_id, result, error)
+        # Tune passes the result that got the trial stopped here, not to on_trial_result:
+        # record it as the last intermediate value, which TPE ranks pruned trials by.
+        step, value = result.get("training_iteration"), result.get(self.metric)
+        if step is not None and value is not None:
+            ot_trial.report(value, step)
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)

@@ -1,0 +1,175 @@
+"""Find and load every sweep and training run under a results folder.
+
+Loading is defensive on purpose: a sweep that crashed half-way, or a file
+truncated by a full disk, must cost one warning naming the folder and the
+file, never the whole report. Each `Source` holds what could be read; the
+parts that could not are None and the rest of the report copes with that.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STATUSES = ("completed", "early_stopped", "stopped_early", "diverged", "failed")
+PREDICTION_ARRAYS = ("probabilities", "labels", "predictions")
+
+
+@dataclass
+class Source:
+    """One sweep (its best trial) or one single training run, as the report sees it."""
+    kind: str  # "sweep" | "run"
+    name: str  # folder name, unique within the results folder
+    path: Path
+    summary: dict  # summary.json or run.json
+    config: dict | None = None  # config.json
+    trials: pd.DataFrame | None = None  # sweeps: trials.csv
+    history: pd.DataFrame | None = None  # per-epoch history of the best trial / the run
+    evaluation: dict | None = None  # evaluation.json of the best model
+    predictions: dict | None = None  # predictions.npz arrays of the best model
+    study_path: Path | None = None  # sweeps: optuna.db
+
+    @property
+    def arch(self) -> str:
+        return str(self.summary.get("arch", "?"))
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary.get("dataset", "?"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch} / {self.dataset} ({self.name})"
+
+    @property
+    def space(self) -> dict:
+        """The sweep's search space (param -> {kind: values}), {} when unknown."""
+        sweep = (self.config or {}).get("sweep") or {}
+        return sweep.get("space") or {}
+
+    @property
+    def test_images(self) -> int | None:
+        if self.evaluation and isinstance(self.evaluation.get("n"), int):
+            return self.evaluation["n"]
+        return None if self.predictions is None else len(self.predictions["labels"])
+
+
+@dataclass
+class Collection:
+    sources: list[Source] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_json(path: Path, what: str, warnings: list[str], required: bool = False) -> dict | None:
+    """A JSON object from `path`, or None plus a warning saying what is wrong with it."""
+    if not path.is_file():
+        if required:
+            warnings.append(f"{path.parent}: {what} {path.name} is missing")
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        warnings.append(f"{path.parent}: {path.name} is not valid JSON ({e}); {what} skipped")
+        return None
+    if not isinstance(obj, dict):
+        warnings.append(f"{path.parent}: {path.name} holds a {type(obj).__name__}, not an object; "
+                        f"{what} skipped")
+        return None
+    return obj
+
+
+def read_csv(path: Path, what: str, warnings: list[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        warnings.append(f"{path.parent}: {path.name} is missing, so no {what}")
+        return None
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # pandas raises several unrelated types for bad CSV
+        warnings.append(f"{path.parent}: {path.name} is unreadable ({type(e).__name__}: {e}); no {what}")
+        return None
+    return df
+
+
+def read_predictions(path: Path, warnings: list[str]) -> dict | None:
+    if not path.is_file():
+        warnings.append(f"{path.parent}: predictions.npz is missing, so no confusion images or "
+                        "statistical comparison for this model")
+        return None
+    try:
+        with np.load(path) as z:
+            arrays = {k: np.asarray(z[k]) for k in PREDICTION_ARRAYS}
+    except Exception as e:  # truncated zip, missing key, not an npz at all
+        warnings.append(f"{path}: unreadable predictions ({type(e).__name__}: {e})")
+        return None
+    n = len(arrays["labels"])
+    if len(arrays["predictions"]) != n or arrays["probabilities"].shape[0] != n:
+        warnings.append(f"{path}: probabilities, labels and predictions differ in length; ignored")
+        return None
+    return arrays
+
+
+def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
+    src = Source("sweep", folder.name, folder, summary)
+    src.config = read_json(folder / "config.json", "search space", warnings, required=True)
+    src.trials = read_csv(folder / "trials.csv", "per-trial plots", warnings)
+    if summary.get("error"):
+        warnings.append(f"{folder}: {summary['error']}")
+    best = summary.get("best_trial")
+    if best:
+        src.history = read_csv(folder / "histories" / f"{best}.csv", "learning curves", warnings)
+        src.evaluation = read_json(folder / "best" / "evaluation.json", "test evaluation", warnings,
+                                   required=True)
+        src.predictions = read_predictions(folder / "best" / "predictions.npz", warnings)
+    if (folder / "optuna.db").is_file():
+        src.study_path = folder / "optuna.db"
+    return src
+
+
+def load_run(folder: Path, summary: dict, warnings: list[str]) -> Source:
+    src = Source("run", folder.name, folder, summary)
+    src.config = read_json(folder / "config.json", "training config", warnings)
+    if summary.get("error"):
+        warnings.append(f"{folder}: {summary['error']}")
+        return src
+    src.history = read_csv(folder / "history.csv", "learning curves", warnings)
+    src.evaluation = read_json(folder / "evaluation.json", "test evaluation", warnings, required=True)
+    src.predictions = read_predictions(folder / "predictions.npz", warnings)
+    return src
+
+
+def load_folder(folder: Path, warnings: list[str]) -> Source | None:
+    for filename, kind, loader in (("summary.json", "sweep", load_sweep), ("run.json", "run", load_run)):
+        if not (folder / filename).exists():
+            continue
+        summary = read_json(folder / filename, f"the whole {kind}", warnings)
+        if summary is None:
+            return None
+        if summary.get("kind") != kind or not summary.get("arch") or not summary.get("dataset"):
+            warnings.append(f"{folder}: {filename} is not a {kind} summary (needs kind={kind!r}, "
+                            "arch and dataset); skipped")
+            return None
+        return loader(folder, clean(summary), warnings)
+    warnings.append(f"{folder}: neither summary.json (sweep) nor run.json (training run); an unfinished "
+                    "or crashed run? skipped")
+    return None
+
+
+def clean(summary: dict) -> dict:
+    """Non-finite numbers (a diverged run's NaN loss) become None, so tables show a dash."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+
+
+def discover(results_dir: Path, skip: tuple[str, ...] = ("report",)) -> Collection:
+    """Every sweep and run folder directly under `results_dir`, sorted by name."""
+    out = Collection()
+    for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
+        if folder.name in skip or folder.name.startswith("."):
+            continue
+        src = load_folder(folder, out.warnings)
+        if src is not None:
+            out.sources.append(src)
+    return out

@@ -1,0 +1,135 @@
+"""Figures of images: each dataset's overview, and each model's right and wrong test
+predictions with their probabilities."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .plots import Skip, plt, save
+
+GRID_COLS = 8
+
+
+def source_dataset(src, data_dir=None, cache: dict | None = None):
+    """The dataset a source was tested on, from the local data only (a report never
+    downloads): a named dataset, or the image folder a run was trained on."""
+    from ..data import DATASETS, DataError, load_dataset, load_image_folder
+
+    cache = {} if cache is None else cache
+    if src.dataset in cache:
+        return cache[src.dataset]
+    cfg = src.config or {}
+    cfg = cfg.get("base_config", cfg)  # sweeps nest the training config
+    try:
+        if src.dataset in DATASETS:
+            try:
+                ds = load_dataset(src.dataset, data_dir, download=False)
+            except DataError:
+                if not cfg.get("data_dir"):
+                    raise
+                ds = load_dataset(src.dataset, cfg["data_dir"], download=False)
+        elif cfg.get("images") and Path(cfg["images"]).is_dir():
+            ds = load_image_folder(cfg["images"])
+        else:
+            raise Skip(f"dataset {src.dataset!r} is neither a known dataset nor an image folder on disk")
+    except DataError as e:
+        raise Skip(f"test images unavailable: {e}") from e
+    cache[src.dataset] = ds
+    return ds
+
+
+def test_images(src, ds) -> np.ndarray:
+    """The test images behind predictions.npz (its first n, in test-set order)."""
+    if src.predictions is None:
+        raise Skip("no predictions.npz")
+    labels = src.predictions["labels"]
+    n = len(labels)
+    if n > len(ds.test_y) or not np.array_equal(ds.test_y[:n].numpy(), labels):
+        raise Skip(f"the labels in predictions.npz do not match the first {n} test images of {ds.name}")
+    return ds.test_x[:n].numpy()
+
+
+def prediction_grid(src, ds, correct: bool, title: str, path: Path, count: int = 16) -> Path:
+    """Correct predictions: a random sample (what typical successes look like).
+    Mistakes: the most confident ones (what the model gets most wrong)."""
+    images = test_images(src, ds)
+    p = src.predictions
+    probs, labels, preds = p["probabilities"], p["labels"], p["predictions"]
+    idx = np.flatnonzero((preds == labels) == correct)
+    if not len(idx):
+        raise Skip("every test image was classified " + ("wrongly" if correct else "correctly"))
+    if correct:
+        idx = np.sort(np.random.default_rng(0).choice(idx, min(count, len(idx)), replace=False))
+    else:
+        idx = idx[np.argsort(-probs[idx, preds[idx]])][:count]
+    rows = int(np.ceil(len(idx) / GRID_COLS))
+    fig, axes = plt.subplots(rows, GRID_COLS, figsize=(1.55 * GRID_COLS, 1.95 * rows), squeeze=False)
+    names = list(ds.classes)
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        text = f"pred {names[preds[i]]} {probs[i, preds[i]]:.0%}"
+        if not correct:
+            text += f"\ntrue {names[labels[i]]} {probs[i, labels[i]]:.0%}"
+        ax.set_title(text, fontsize=8, color="#1b7a3a" if correct else "#c0392b", fontweight="normal")
+    for ax in axes.flat:
+        ax.axis("off")
+    what = "Correctly classified (random sample)" if correct else "Misclassified (most confident first)"
+    n_all = int(((preds == labels) == correct).sum())
+    fig.suptitle(f"{what}: {title}\n{n_all:,} of {len(labels):,} test images; "
+                 "pred = predicted class and its probability", fontweight="bold")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def class_distribution(ds, path: Path) -> Path:
+    k = len(ds.classes)
+    train = np.bincount(ds.train_y.numpy(), minlength=k)
+    test = np.bincount(ds.test_y.numpy(), minlength=k)
+    x = np.arange(k)
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.bar(x - 0.2, train, 0.4, label=f"train ({train.sum():,})", color="#457b9d")
+    ax.bar(x + 0.2, test, 0.4, label=f"test ({test.sum():,})", color="#e9c46a")
+    ax.set_xticks(x, ds.classes, rotation=30 if max(map(len, ds.classes)) > 3 else 0)
+    ax.set_ylabel("images")
+    ax.legend()
+    ax.set_title(f"{ds.name}: images per class")
+    return save(fig, path)
+
+
+def sample_grid(ds, path: Path, per_class: int = 10) -> Path:
+    k = len(ds.classes)
+    labels = ds.train_y.numpy()
+    fig, axes = plt.subplots(k, per_class, figsize=(0.85 * per_class + 1.2, 0.85 * k), squeeze=False)
+    for c in range(k):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        for j, ax in enumerate(axes[c]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(idx):
+                ax.imshow(ds.train_x[idx[j]].numpy(), cmap="gray_r", vmin=0, vmax=255)
+        axes[c, 0].set_ylabel(ds.classes[c], rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{ds.name}: the first {per_class} training images of each class", fontweight="bold")
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return save(fig, path)
+
+
+def pixel_histogram(ds, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    values = np.arange(256)
+    for x, name, color in ((ds.train_x, "train", "#457b9d"), (ds.test_x, "test", "#e9c46a")):
+        counts = np.bincount(x.numpy().ravel(), minlength=256)
+        share = counts / max(counts.sum(), 1)
+        ax.step(values, share, where="mid", color=color, label=name)
+        if name == "train":  # mean/std from the histogram: no 47M-element float copy
+            mean = float((share * values).sum()) / 255
+            std = float(np.sqrt((share * (values / 255 - mean) ** 2).sum()))
+    ax.set_yscale("log")
+    ax.set_xlim(-2, 257)
+    ax.set_xlabel("pixel value (0 = background, 255 = ink)")
+    ax.set_ylabel("share of pixels (log scale)")
+    ax.legend()
+    ax.set_title(f"{ds.name}: pixel values (train mean {mean:.3f}, std {std:.3f} on the 0-1 scale)")
+    return save(fig, path)

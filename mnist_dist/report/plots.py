@@ -1,0 +1,191 @@
+"""Figures about results: learning curves, confusion matrices, per-class accuracy,
+accuracy vs cost with the Pareto front, trial statuses. Each function draws one
+figure into a PNG and raises `Skip` when there is nothing to draw, so the page can
+say so instead of showing an empty frame."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers, CI or Ray nodes
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = {"figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+         "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 12,
+         "axes.titleweight": "bold", "axes.labelsize": 11, "font.size": 10, "legend.fontsize": 9}
+STATUS_COLORS = {"completed": "#2a9d8f", "early_stopped": "#8ab17d", "stopped_early": "#e9c46a",
+                 "diverged": "#f4a261", "failed": "#e76f51"}
+STATUS_LABELS = {"completed": "completed", "early_stopped": "early-stopped (patience)",
+                 "stopped_early": "stopped by ASHA", "diverged": "diverged", "failed": "failed"}
+WARN_COLOR = "#c0392b"
+
+
+class Skip(Exception):
+    """Nothing to draw; the message says why, for the page."""
+
+
+def save(fig, path: Path) -> Path:
+    fig.savefig(path, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def series(df: pd.DataFrame | None, col: str) -> pd.Series | None:
+    """A numeric column without NaN/inf, or None when absent or empty."""
+    if df is None or col not in df.columns:
+        return None
+    s = pd.to_numeric(df[col], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    return s if len(s) else None
+
+
+def learning_curves(history: pd.DataFrame | None, title: str, path: Path) -> Path:
+    if history is None or series(history, "epoch") is None:
+        raise Skip("no per-epoch history")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    drawn = 0
+    for ax, metric in zip(axes, ("loss", "acc")):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            y = series(history, f"{split}_{metric}")
+            if y is None:
+                continue
+            x = pd.to_numeric(history.loc[y.index, "epoch"], errors="coerce")
+            ax.plot(x, y, style, label="training" if split == "train" else "validation", ms=4)
+            drawn += 1
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (cross-entropy)" if metric == "loss" else "accuracy")
+        ax.set_title("loss" if metric == "loss" else "accuracy")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend()
+    if not drawn:
+        plt.close(fig)
+        raise Skip("the history has no loss or accuracy columns")
+    fig.suptitle(f"Learning curves: {title}", fontweight="bold")
+    return save(fig, path)
+
+
+def confusion(ev: dict | None, title: str, path: Path) -> Path:
+    import seaborn as sns
+
+    if not ev or not ev.get("confusion_matrix"):
+        raise Skip("no evaluation.json with a confusion matrix")
+    cm = np.asarray(ev["confusion_matrix"], dtype=float)
+    classes = ev.get("classes") or [str(i) for i in range(len(cm))]
+    # colour by row share, so classes with few test images still read clearly; annotate counts
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(classes), 0.6 + 0.55 * len(classes)))
+    sns.heatmap(share, annot=cm.astype(int), fmt="d", cmap="Blues", vmin=0, vmax=1, square=True,
+                xticklabels=classes, yticklabels=classes, cbar_kws={"label": "share of the true class"},
+                ax=ax, annot_kws={"fontsize": 8})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix: {title}\n(test set, {int(cm.sum()):,} images)")
+    ax.grid(False)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    return save(fig, path)
+
+
+def per_class(ev: dict | None, title: str, path: Path) -> Path:
+    if not ev or not ev.get("per_class_accuracy"):
+        raise Skip("no per-class accuracy in evaluation.json")
+    names = list(ev["per_class_accuracy"])
+    accs = np.array([v if v is not None else np.nan for v in ev["per_class_accuracy"].values()], float)
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(names)))
+    y = np.arange(len(names))
+    colors = ["#e76f51" if a < np.nanmean(accs) - 0.02 else "#2a9d8f" for a in np.nan_to_num(accs)]
+    ax.barh(y, np.nan_to_num(accs), color=colors)
+    for yi, a in zip(y, accs):
+        ax.text(min(np.nan_to_num(a) + 0.01, 1.0), yi, "n/a" if np.isnan(a) else f"{a:.1%}",
+                va="center", fontsize=8)
+    if ev.get("accuracy") is not None:
+        ax.axvline(ev["accuracy"], color="k", ls="--", lw=1, label=f"overall {ev['accuracy']:.2%}")
+        ax.legend(loc="lower left")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("test accuracy of the class (red: >2 pp below the mean)")
+    ax.set_title(f"Per-class accuracy: {title}")
+    return save(fig, path)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats on both lower x and higher y, by x."""
+    order = np.lexsort((-y, x))  # by x, ties: best y first
+    front, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            front.append(i)
+            best = y[i]
+    return np.array(front, dtype=int)
+
+
+def accuracy_vs(rows: list[dict], key: str, xlabel: str, title: str, path: Path) -> Path:
+    """Test accuracy against a cost (time, parameters), one colour per dataset; the
+    Pareto front is the set of models nothing else beats on both accuracy and cost."""
+    pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get("test_acc"))]
+    if not pts:
+        raise Skip(f"no model has both a test accuracy and {xlabel}")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for color, dataset in zip(plt.cm.tab10.colors, sorted({r["dataset"] for r in pts})):
+        sub = [r for r in pts if r["dataset"] == dataset]
+        x = np.array([float(r[key]) for r in sub])
+        y = np.array([float(r["test_acc"]) for r in sub])
+        ax.scatter(x, y, s=45, color=color, alpha=0.8, label=dataset, zorder=3)
+        f = pareto_front(x, y)
+        ax.step(x[f], y[f], where="post", color=color, lw=1.5, ls="--", zorder=2)
+        ax.scatter(x[f], y[f], s=160, facecolors="none", edgecolors=color, lw=1.8, zorder=4)
+        for r, xi, yi in zip(sub, x, y):
+            ax.annotate(r["arch"], (xi, yi), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    xs = np.array([float(r[key]) for r in pts])
+    if xs.min() > 0 and xs.max() / xs.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.scatter([], [], s=160, facecolors="none", edgecolors="gray", label="Pareto front (circled)")
+    ax.legend(title="dataset", loc="best")
+    ax.set_title(title)
+    return save(fig, path)
+
+
+def _finite(v) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def trial_status(sweeps: list, path: Path) -> Path:
+    """Stacked bar of how each sweep's trials ended."""
+    if not sweeps:
+        raise Skip("no sweeps")
+    names = [s.name for s in sweeps]
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.45 * len(names)))
+    left = np.zeros(len(names))
+    for status, color in STATUS_COLORS.items():
+        counts = np.array([_count(s, status) for s in sweeps], float)
+        ax.barh(names, counts, left=left, color=color, label=STATUS_LABELS[status])
+        for i, c in enumerate(counts):
+            if c:
+                ax.text(left[i] + c / 2, i, str(int(c)), ha="center", va="center", fontsize=8)
+        left += counts
+    ax.invert_yaxis()
+    ax.set_xlabel("trials")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(names) < 3 else -0.12), ncol=3,
+              frameon=False)
+    ax.set_title("How each sweep's trials ended")
+    return save(fig, path)
+
+
+def _count(src, status: str) -> int:
+    """From summary.json, else counted in trials.csv."""
+    v = src.summary.get(status)
+    if isinstance(v, (int, float)) and np.isfinite(v):
+        return int(v)
+    t = src.trials
+    return int((t["status"] == status).sum()) if t is not None and "status" in t.columns else 0

@@ -1,0 +1,190 @@
+"""The comparison tables: one row per source, the best per architecture x dataset,
+and their CSV / Markdown forms."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from .collect import Source
+
+# (key, Markdown/HTML header); the CSV uses the keys and raw numbers.
+COLUMNS = (
+    ("arch", "Architecture"), ("dataset", "Dataset"), ("test_acc", "Test acc"),
+    ("test_loss", "Test loss"), ("val_acc", "Val acc"), ("test_images", "Test images"),
+    ("train_time_s", "Train time"), ("images_per_sec", "Images/s"), ("parameters", "Params"),
+    ("trials", "Trials run / early-stopped / ASHA-stopped / failed"), ("best_config", "Best hyperparameters"),
+    ("published", "Published (source)"), ("diff_vs_published", "Ours - published"), ("source", "Source"),
+)
+CSV_KEYS = ("arch", "dataset", "kind", "source", "test_acc", "test_acc_mean", "test_acc_std", "seeds",
+            "test_loss", "val_acc", "test_images", "train_time_s", "images_per_sec", "parameters",
+            "trials_run", "completed", "early_stopped", "stopped_by_asha", "diverged", "failed",
+            "best_config", "published", "published_acc", "diff_vs_published")
+
+
+NOTES = ("Test acc: the best model of each sweep (best trial by validation accuracy) or the run's model, "
+         "on the test images listed (smoke runs use only the first few hundred). Train time: sum of "
+         "epoch times of that model. Trials: run / early-stopped by patience / stopped by ASHA / failed. "
+         "Ours - published: percentage points, only where the source measured on the same dataset.")
+
+
+def num(v) -> float | None:
+    """A finite float, else None (missing keys, strings, NaN)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def published(arch: str, dataset: str) -> tuple[str, float | None]:
+    """The source's published result, and its accuracy only when measured on this dataset:
+    a number from MNIST says nothing about the same network on Fashion-MNIST."""
+    from ..models import get_entry
+    from ..models.registry import UnknownModelError
+
+    try:
+        e = get_entry(arch)
+    except UnknownModelError:
+        return "", None
+    same = e.published_acc is not None and e.published_dataset == dataset
+    return e.published, e.published_acc if same else None
+
+
+def history_train_time(src: Source) -> float | None:
+    """Sum of epoch times: what a sweep's best_train_time_s measures, so runs and sweeps
+    compare like with like (run.json's train_time_s also counts data loading)."""
+    h = src.history
+    if h is None or "epoch_seconds" not in h.columns:
+        return None
+    return num(h["epoch_seconds"].sum())
+
+
+def source_row(src: Source) -> dict:
+    s = src.summary
+    sweep = src.kind == "sweep"
+    seeds = s.get("final_seeds") if isinstance(s.get("final_seeds"), dict) else {}
+    pub_text, pub_acc = published(src.arch, src.dataset)
+    test_acc = num(s.get("test_acc"))
+    row = {
+        "arch": src.arch, "dataset": src.dataset, "kind": src.kind, "source": src.name,
+        "test_acc": test_acc, "test_acc_mean": num(seeds.get("test_acc_mean")),
+        "test_acc_std": num(seeds.get("test_acc_std")), "seeds": len(seeds.get("test_acc") or []) or None,
+        "test_loss": num(s.get("test_loss")), "val_acc": num(s.get("best_val_acc")),
+        "test_images": src.test_images,
+        "train_time_s": num(s.get("best_train_time_s")) if sweep else
+        (history_train_time(src) or num(s.get("train_time_s"))),
+        "images_per_sec": num(s.get("best_images_per_sec" if sweep else "images_per_sec")),
+        "parameters": s.get("parameters"),
+        "trials_run": s.get("trials_run", 1 if not sweep else None),
+        "completed": s.get("completed"), "early_stopped": s.get("early_stopped"),
+        "stopped_by_asha": s.get("stopped_early"), "diverged": s.get("diverged"), "failed": s.get("failed"),
+        "best_config": s.get("best_config") if sweep else run_config(src),
+        "published": pub_text, "published_acc": pub_acc,
+        "diff_vs_published": None if pub_acc is None or test_acc is None else test_acc - pub_acc,
+    }
+    return row
+
+
+# The TrainConfig keys worth showing for a single run (the rest is bookkeeping).
+RUN_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "dropout", "batch_size", "epochs")
+
+
+def run_config(src: Source) -> dict | None:
+    if not src.config:
+        return None
+    return {k: src.config[k] for k in RUN_KEYS if src.config.get(k) is not None}
+
+
+def rank_key(row: dict) -> tuple:
+    """Best first: highest test accuracy; rows without one go last."""
+    return (row["test_acc"] is None, -(row["test_acc"] or 0.0), row["source"])
+
+
+def all_rows(sources: list[Source]) -> list[dict]:
+    return sorted((source_row(s) for s in sources), key=lambda r: (r["dataset"], *rank_key(r)))
+
+
+def best_rows(rows: list[dict]) -> list[dict]:
+    """One row per architecture x dataset: the highest test accuracy among its sources."""
+    best: dict[tuple, dict] = {}
+    for r in sorted(rows, key=rank_key):
+        best.setdefault((r["arch"], r["dataset"]), r)
+    return sorted(best.values(), key=lambda r: (r["dataset"], *rank_key(r)))
+
+
+# --- formatting -------------------------------------------------------------------------
+
+def pct(v, digits: int = 2) -> str:
+    return "-" if num(v) is None else f"{100 * float(v):.{digits}f}%"
+
+
+def fmt_config(cfg) -> str:
+    if not cfg:
+        return "-"
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in cfg.items())
+
+
+def fmt_value(v) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.3g}"
+    return str(v)
+
+
+def fmt_acc(row: dict) -> str:
+    text = pct(row["test_acc"])
+    if row["test_acc_mean"] is not None and row["seeds"]:
+        text += (f" (mean {100 * row['test_acc_mean']:.2f} ± {100 * (row['test_acc_std'] or 0):.2f}%"
+                 f" over {row['seeds']} seeds)")
+    return text
+
+
+def fmt_trials(row: dict) -> str:
+    if row["kind"] == "run":
+        return "single run"
+    parts = [row["trials_run"], row["early_stopped"], row["stopped_by_asha"], row["failed"]]
+    text = " / ".join("-" if p is None else str(p) for p in parts)
+    return text + (f" ({row['diverged']} diverged)" if row["diverged"] else "")
+
+
+def fmt_diff(row: dict) -> str:
+    d = row["diff_vs_published"]
+    return "-" if d is None else f"{100 * d:+.2f} pp"
+
+
+def fmt_published(row: dict) -> str:
+    if not row["published"]:
+        return "-"
+    return row["published"] if row["published_acc"] is not None else f"{row['published']} (not comparable)"
+
+
+def display(row: dict) -> dict:
+    """The row as the strings the Markdown and HTML tables show."""
+    n = lambda v, f: "-" if num(v) is None else f.format(float(v))  # noqa: E731
+    return {
+        "arch": row["arch"], "dataset": row["dataset"], "test_acc": fmt_acc(row),
+        "test_loss": n(row["test_loss"], "{:.4f}"), "val_acc": pct(row["val_acc"]),
+        "test_images": n(row["test_images"], "{:,.0f}"), "train_time_s": n(row["train_time_s"], "{:.1f} s"),
+        "images_per_sec": n(row["images_per_sec"], "{:,.0f}"), "parameters": n(row["parameters"], "{:,.0f}"),
+        "trials": fmt_trials(row), "best_config": fmt_config(row["best_config"]),
+        "published": fmt_published(row), "diff_vs_published": fmt_diff(row),
+        "source": f"{row['source']} ({row['kind']})",
+    }
+
+
+def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        d = display(r)
+        lines.append("| " + " | ".join(esc(d[k]) for k, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_KEYS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "best_config": json.dumps(r["best_config"]) if r["best_config"] else ""})

@@ -1,0 +1,144 @@
+"""Real sweeps: Ray Tune + Optuna over Ray Train trials, on real MNIST subsets."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mnist_dist.sweeps.runner import run_sweep
+from mnist_dist.sweeps.spec import load_spec
+from mnist_dist.training import load_model
+from mnist_dist.training.checkpoint import input_spec
+from mnist_dist.training.evaluate import evaluate
+
+from .conftest import REPO, smoke_options
+
+RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def study(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
+    for name in ("summary.json", "trials.csv", "config.yaml", "config.json", "events.jsonl",
+                 "optuna.db", "best/model.pt", "best/evaluation.json", "best/predictions.npz"):
+        assert (smoke_sweep / name).is_file(), name
+    summary = json.loads((smoke_sweep / "summary.json").read_text())
+    assert summary["trials_run"] == 2 and summary["completed"] == 2 and summary["failed"] == 0
+    rows = read_csv(smoke_sweep / "trials.csv")
+    assert {r["world_size"] for r in rows} == {"2"}  # both Train workers took part (DDP)
+    for r in rows:
+        hist = read_csv(smoke_sweep / "histories" / f"{r['trial_id']}.csv")
+        assert len(hist) == 1 and hist[0]["world_size"] == "2"
+    # Optuna proposed the configs: its storage holds both trials, the first the source baseline.
+    trials = study(smoke_sweep).trials
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
+    assert trials[0].params == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 32}
+    by_id = {t.user_attrs["tune_trial_id"]: t for t in trials}
+    for r in rows:
+        t = by_id[r["trial_id"]]
+        assert t.params["optimizer"] == r["config/optimizer"] and float(r["config/lr"]) == t.params["lr"]
+        assert t.value == pytest.approx(float(r["best_val_acc"]))
+    # The best checkpoint reloads alone and reproduces its reported test accuracy.
+    model, payload = load_model(smoke_sweep / "best" / "model.pt")
+    assert payload["config"]["arch"] == "lenet5" and payload["config"]["train_limit"] == 1000
+    ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
+                  mnist.std, mnist.classes)
+    assert ev["accuracy"] == summary["test_acc"]
+    assert summary["best_val_acc"] == max(float(r["best_val_acc"]) for r in rows)
+    final = summary["final_seeds"]
+    assert len(final["test_acc"]) == 2 and final["test_acc_std"] >= 0
+    assert min(final["test_acc"]) <= final["test_acc_mean"] <= max(final["test_acc"])
+
+
+def write_spec(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_asha_stopped_trial_is_pruned_and_diverged_trial_recorded(ray_session, tmp_path):
+    """Three fixed points, one at a time: a good lr, an lr too small to learn (ASHA stops it
+    after epoch 1) and an lr that diverges. Optuna must see COMPLETE, PRUNED, COMPLETE(0)."""
+    cfg = write_spec(tmp_path / "mlp.yaml", trials=3, max_concurrent=1, baseline_first=True,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+                     fixed={"epochs": 3, "train_limit": 2000, "test_limit": 500},
+                     space={"lr": {"choice": [0.01, 1.0e-6, 1.0e+6]}},
+                     points=[{"lr": 1.0e-6}, {"lr": 1.0e+6}])
+    summary = run_sweep(load_spec("mlp", cfg), smoke_options(tmp_path, "asha", workers=1, smoke_test=False,
+                                                              max_concurrent=1))
+    rows = read_csv(tmp_path / "asha" / "trials.csv")
+    assert [(r["config/lr"], r["status"]) for r in rows] == [
+        ("0.01", "completed"), ("1e-06", "stopped_early"), ("1000000.0", "diverged")]
+    assert [r["epochs_run"] for r in rows] == ["3", "1", "1"]
+    assert (summary["completed"], summary["stopped_early"], summary["diverged"]) == (1, 1, 1)
+    trials = study(tmp_path / "asha").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert [t.user_attrs["status"] for t in trials] == ["completed", "stopped_early", "diverged"]
+    assert trials[1].intermediate_values.keys() == {1}  # TPE ranks it by what it reached
+    assert trials[2].value == 0.0
+    assert summary["best_trial"] == rows[0]["trial_id"]
+
+
+def events(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
+    cfg = write_spec(tmp_path / "mlp.yaml", trials=3, max_concurrent=1, scheduler={"type": "none"},
+                     fixed={"epochs": 2, "train_limit": 1000, "test_limit": 500},
+                     space={"lr": {"loguniform": [0.001, 0.1]}})
+    args = ["mlp", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "resume", "--quiet"]
+    sweep = tmp_path / "resume"
+    proc = subprocess.Popen(RUN + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not any(e["event"] == "complete" for e in events(sweep)):
+        assert proc.poll() is None and time.time() < deadline, "first trial never finished"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.wait(timeout=120)
+    done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
+    assert 1 <= len(done_before) < 3
+    out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_csv(sweep / "trials.csv")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
+    for trial_id in done_before:
+        assert starts.count(trial_id) == 1, f"finished trial {trial_id} was run again"
+    assert len(study(sweep).get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["resnet"], "known: mlp"),
+    (["mlp", "--trials", "-1"], "must be >= 1"),
+    (["mlp", "--workers", "2", "--gpus-per-worker", "0.5"], "Duplicate GPU"),
+    (["mlp", "--resume", "--name", "never-ran"], "no sweep to resume"),
+])
+def test_bad_cli_input_fails_before_ray_starts(args, message, tmp_path):
+    t0 = time.time()
+    out = subprocess.run(RUN + args + ["--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr
+    assert "Started a local Ray instance" not in out.stderr + out.stdout
+    assert time.time() - t0 < 30
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    cfg = write_spec(tmp_path / "bad.yaml", trials=2, space={"lr": {"loguniform": [0.001, 0.1]}},
+                     fixed={"batch_sise": 32})
+    out = subprocess.run(RUN + ["mlp", "--config", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown key 'batch_sise'" in out.stderr and "batch_size" in out.stderr
