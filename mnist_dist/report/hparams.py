@@ -87,6 +87,11 @@ def hyperparameters(src, path: Path) -> Path:
     if trials is None or "status" not in trials.columns:
         raise Skip("no trials.csv")
     metric = metric_column(src)
+    # conditional params no trial drew (momentum when only adam ran) would be empty panels
+    unused = [k for k in space if f"config/{k}" not in trials.columns or trials[f"config/{k}"].isna().all()]
+    space = {k: v for k, v in space.items() if k not in unused}
+    if not space:
+        raise Skip("no trial recorded a value of any searched hyperparameter")
     cols = min(3, len(space))
     rows = math.ceil(len(space) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
@@ -99,7 +104,8 @@ def hyperparameters(src, path: Path) -> Path:
     handles.append(plt.Line2D([], [], marker="*", ls="", ms=14, color="gold", mec="k", label="best trial"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
                bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"{src.name}: {metric} against each hyperparameter ({len(trials)} trials)",
+    never = f"\n(never drawn by a trial: {', '.join(unused)})" if unused else ""
+    fig.suptitle(f"{src.name}: {metric} against each hyperparameter ({len(trials)} trials){never}",
                  fontweight="bold", y=1.0)
     fig.tight_layout(rect=(0, 0.03, 1, 0.98))
     return save(fig, path)

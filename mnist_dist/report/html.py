@@ -25,6 +25,7 @@ th{background:#1d3557;color:#fff;text-align:left;padding:6px 8px;position:sticky
 td{padding:5px 8px;border-bottom:1px solid #e6ebf0;vertical-align:top}
 tr:nth-child(even) td{background:#f8fafc}
 td.num{text-align:right;white-space:nowrap} td.acc{font-weight:700}
+td.cfg{min-width:230px;font-size:12px;color:#34495e}
 .pos{color:#1b7a3a;font-weight:600} .neg{color:#c0392b;font-weight:600}
 .scroll{overflow-x:auto}
 .note{font-size:13px;color:#5c6b7a}
@@ -89,7 +90,8 @@ def comparison_table(rows, table_id: str) -> str:
         sign = "" if diff is None else ("pos" if diff >= 0 else "neg")
         cells.append([f'<span class="{sign}">{escape(d[k])}</span>' if k == "diff_vs_published"
                       else escape(d[k]) for k, _ in tables.COLUMNS])
-    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else "" for k, _ in tables.COLUMNS]
+    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else ("cfg" if k == "best_config" else "")
+               for k, _ in tables.COLUMNS]
     return table([h for _, h in tables.COLUMNS], cells, table_id, classes)
 
 

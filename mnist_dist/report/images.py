@@ -64,7 +64,7 @@ def prediction_grid(src, ds, correct: bool, title: str, path: Path, count: int =
     else:
         idx = idx[np.argsort(-probs[idx, preds[idx]])][:count]
     rows = int(np.ceil(len(idx) / GRID_COLS))
-    fig, axes = plt.subplots(rows, GRID_COLS, figsize=(1.55 * GRID_COLS, 1.95 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, GRID_COLS, figsize=(1.55 * GRID_COLS, 2.15 * rows + 0.6), squeeze=False)
     names = list(ds.classes)
     for ax, i in zip(axes.flat, idx):
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
@@ -78,7 +78,7 @@ def prediction_grid(src, ds, correct: bool, title: str, path: Path, count: int =
     n_all = int(((preds == labels) == correct).sum())
     fig.suptitle(f"{what}: {title}\n{n_all:,} of {len(labels):,} test images; "
                  "pred = predicted class and its probability", fontweight="bold")
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     return save(fig, path)
 
 

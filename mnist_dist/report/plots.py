@@ -59,12 +59,16 @@ def learning_curves(history: pd.DataFrame | None, title: str, path: Path) -> Pat
         ax.set_ylabel("loss (cross-entropy)" if metric == "loss" else "accuracy")
         ax.set_title("loss" if metric == "loss" else "accuracy")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        epochs = series(history, "epoch")
+        if epochs.nunique() == 1:  # one epoch: a single point, not a range of 0.96..1.04
+            ax.set_xlim(epochs.iloc[0] - 1, epochs.iloc[0] + 1)
         if ax.lines:
             ax.legend()
     if not drawn:
         plt.close(fig)
         raise Skip("the history has no loss or accuracy columns")
     fig.suptitle(f"Learning curves: {title}", fontweight="bold")
+    fig.tight_layout()
     return save(fig, path)
 
 
@@ -93,21 +97,30 @@ def per_class(ev: dict | None, title: str, path: Path) -> Path:
     if not ev or not ev.get("per_class_accuracy"):
         raise Skip("no per-class accuracy in evaluation.json")
     names = list(ev["per_class_accuracy"])
-    accs = np.array([v if v is not None else np.nan for v in ev["per_class_accuracy"].values()], float)
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(names)))
+    accs = np.array([np.nan if v is None else v for v in ev["per_class_accuracy"].values()], float)
+    if np.isnan(accs).all():
+        raise Skip("per-class accuracies are all missing")
+    # Zoom the axis to the data: at 99% every bar from 0 looks the same. Dots, not bars,
+    # because a bar's length would lie about a cut axis.
+    lo = max(0.0, np.floor((np.nanmin(accs) - 0.02) * 20) / 20)
     y = np.arange(len(names))
-    colors = ["#e76f51" if a < np.nanmean(accs) - 0.02 else "#2a9d8f" for a in np.nan_to_num(accs)]
-    ax.barh(y, np.nan_to_num(accs), color=colors)
+    mean = np.nanmean(accs)
+    colors = ["#c0392b" if a < mean - 0.02 else "#2a9d8f" for a in np.nan_to_num(accs, nan=1)]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(names)))
+    ax.hlines(y, lo, np.nan_to_num(accs, nan=lo), color=colors, lw=2, alpha=0.5)
+    ax.scatter(accs, y, color=colors, s=40, zorder=3)
     for yi, a in zip(y, accs):
-        ax.text(min(np.nan_to_num(a) + 0.01, 1.0), yi, "n/a" if np.isnan(a) else f"{a:.1%}",
-                va="center", fontsize=8)
-    if ev.get("accuracy") is not None:
-        ax.axvline(ev["accuracy"], color="k", ls="--", lw=1, label=f"overall {ev['accuracy']:.2%}")
-        ax.legend(loc="lower left")
+        ax.annotate("n/a" if np.isnan(a) else f"{a:.1%}", (lo if np.isnan(a) else a, yi),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    overall = ev.get("accuracy")
+    if overall is not None:
+        ax.axvline(overall, color="k", ls="--", lw=1)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.12)
-    ax.set_xlabel("test accuracy of the class (red: >2 pp below the mean)")
+    ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.12)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("test accuracy of the class" + ("" if overall is None else f"; dashed: overall {overall:.2%}")
+                  + "\n(red: more than 2 pp below the class mean)")
     ax.set_title(f"Per-class accuracy: {title}")
     return save(fig, path)
 
@@ -138,8 +151,11 @@ def accuracy_vs(rows: list[dict], key: str, xlabel: str, title: str, path: Path)
         f = pareto_front(x, y)
         ax.step(x[f], y[f], where="post", color=color, lw=1.5, ls="--", zorder=2)
         ax.scatter(x[f], y[f], s=160, facecolors="none", edgecolors=color, lw=1.8, zorder=4)
-        for r, xi, yi in zip(sub, x, y):
-            ax.annotate(r["arch"], (xi, yi), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        for j, (r, xi, yi) in enumerate(zip(sub, x, y)):
+            # alternate label offsets: neighbours at near-equal accuracy would overprint
+            dy = (6, -12, 14)[j % 3]
+            ax.annotate(r["arch"], (xi, yi), xytext=(6, dy), textcoords="offset points", fontsize=8,
+                        color="#333")
     xs = np.array([float(r[key]) for r in pts])
     if xs.min() > 0 and xs.max() / xs.min() > 20:
         ax.set_xscale("log")

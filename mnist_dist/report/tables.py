@@ -14,7 +14,7 @@ COLUMNS = (
     ("arch", "Architecture"), ("dataset", "Dataset"), ("test_acc", "Test acc"),
     ("test_loss", "Test loss"), ("val_acc", "Val acc"), ("test_images", "Test images"),
     ("train_time_s", "Train time"), ("images_per_sec", "Images/s"), ("parameters", "Params"),
-    ("trials", "Trials run / early-stopped / ASHA-stopped / failed"), ("best_config", "Best hyperparameters"),
+    ("trials", "Trials: run / early / ASHA / failed"), ("best_config", "Best hyperparameters"),
     ("published", "Published (source)"), ("diff_vs_published", "Ours - published"), ("source", "Source"),
 )
 CSV_KEYS = ("arch", "dataset", "kind", "source", "test_acc", "test_acc_mean", "test_acc_std", "seeds",
@@ -38,7 +38,7 @@ def num(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def published(arch: str, dataset: str) -> tuple[str, float | None]:
+def published(arch: str, dataset: str) -> tuple[str, float | None, str]:
     """The source's published result, and its accuracy only when measured on this dataset:
     a number from MNIST says nothing about the same network on Fashion-MNIST."""
     from ..models import get_entry
@@ -47,9 +47,9 @@ def published(arch: str, dataset: str) -> tuple[str, float | None]:
     try:
         e = get_entry(arch)
     except UnknownModelError:
-        return "", None
+        return "", None, ""
     same = e.published_acc is not None and e.published_dataset == dataset
-    return e.published, e.published_acc if same else None
+    return e.published, e.published_acc if same else None, e.published_dataset
 
 
 def history_train_time(src: Source) -> float | None:
@@ -65,7 +65,7 @@ def source_row(src: Source) -> dict:
     s = src.summary
     sweep = src.kind == "sweep"
     seeds = s.get("final_seeds") if isinstance(s.get("final_seeds"), dict) else {}
-    pub_text, pub_acc = published(src.arch, src.dataset)
+    pub_text, pub_acc, pub_dataset = published(src.arch, src.dataset)
     test_acc = num(s.get("test_acc"))
     row = {
         "arch": src.arch, "dataset": src.dataset, "kind": src.kind, "source": src.name,
@@ -81,7 +81,7 @@ def source_row(src: Source) -> dict:
         "completed": s.get("completed"), "early_stopped": s.get("early_stopped"),
         "stopped_by_asha": s.get("stopped_early"), "diverged": s.get("diverged"), "failed": s.get("failed"),
         "best_config": s.get("best_config") if sweep else run_config(src),
-        "published": pub_text, "published_acc": pub_acc,
+        "published": pub_text, "published_acc": pub_acc, "published_dataset": pub_dataset,
         "diff_vs_published": None if pub_acc is None or test_acc is None else test_acc - pub_acc,
     }
     return row
@@ -92,9 +92,13 @@ RUN_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "dropout", "batch_siz
 
 
 def run_config(src: Source) -> dict | None:
-    if not src.config:
+    cfg = src.config
+    if not cfg:
         return None
-    return {k: src.config[k] for k in RUN_KEYS if src.config.get(k) is not None}
+    out = {k: cfg[k] for k in RUN_KEYS if cfg.get(k) is not None}
+    if cfg.get("optimizer") not in ("sgd", "rmsprop"):
+        out.pop("momentum", None)  # Adam ignores it; showing it would suggest otherwise
+    return out
 
 
 def rank_key(row: dict) -> tuple:
@@ -156,7 +160,9 @@ def fmt_diff(row: dict) -> str:
 def fmt_published(row: dict) -> str:
     if not row["published"]:
         return "-"
-    return row["published"] if row["published_acc"] is not None else f"{row['published']} (not comparable)"
+    if row["published_acc"] is None and row["published_dataset"] != row["dataset"]:
+        return f"{row['published']} (not on {row['dataset']})"
+    return row["published"]
 
 
 def display(row: dict) -> dict:

@@ -13,7 +13,7 @@ from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
-                   "train_seconds", "images_per_sec", "world_size", "best_val_acc", "status")
+                   "train_seconds", "images_per_sec", "world_size", "node_ids", "best_val_acc", "status")
 
 
 def trial_status(result) -> str:
@@ -39,11 +39,19 @@ def trial_row(result, histories: Path) -> dict:
     return {"trial_id": trial_id, "status": trial_status(result), **{f"config/{k}": v for k, v in params.items()},
             "epochs_run": m.get("epoch", 0), "val_acc": m.get("val_acc"), "val_loss": m.get("val_loss"),
             "best_val_acc": m.get("best_val_acc"), "best_epoch": m.get("best_epoch"),
-            "world_size": m.get("world_size"), "images_per_sec": _mean(df, "images_per_sec"),
+            "world_size": m.get("world_size"), "node_ids": _nodes(df),
+            "images_per_sec": _mean(df, "images_per_sec"),
             "train_time_s": epoch_seconds, "trial_time_s": trial_time,
             "overhead_s": max(trial_time - epoch_seconds, 0.0) if trial_time else None,
             "error": str(result.error).splitlines()[0][:300] if result.error else "",
             "checkpoint_path": m.get("checkpoint_path", "")}
+
+
+def _nodes(df) -> str:
+    """Every node the trial's workers ran on, over all epochs (a restart may move them)."""
+    if df is None or "node_ids" not in df.columns:
+        return ""
+    return ",".join(sorted({n for v in df["node_ids"].dropna() for n in str(v).split(",") if n}))
 
 
 def _mean(df, col):

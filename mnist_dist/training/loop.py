@@ -76,6 +76,21 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def node_ids() -> str:
+    """The Ray nodes this run's workers are on ('' outside Ray), for multi-node results."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # no Ray at all
+        node = ""
+    nodes = [node]
+    if world()[1] > 1:
+        nodes = [None] * world()[1]
+        dist.all_gather_object(nodes, node)
+    return ",".join(sorted(set(n for n in nodes if n)))
+
+
 def all_sum(*values: torch.Tensor) -> list[float]:
     """Sum scalars over all workers (one collective), returned as Python floats."""
     t = torch.stack([v.detach().float() for v in values])
@@ -111,6 +126,7 @@ class Trainer:
         # fp16 needs loss scaling against underflow; bf16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.rank)  # augmentation noise
+        self.node_ids = node_ids()
 
     def batch(self, idx: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_batch(self.x[idx], self.entry.input, self.data.mean, self.data.std,
@@ -203,7 +219,8 @@ def run_epochs(cfg: TrainConfig, trainer: Trainer, reporter: Reporter) -> TrainS
         m = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
              "val_loss": val_loss, "val_acc": 0.0 if diverged else val_acc, "lr": trainer.lr(),
              "epoch_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
-             "images_per_sec": n_seen / max(train_seconds, 1e-9), "world_size": trainer.world_size}
+             "images_per_sec": n_seen / max(train_seconds, 1e-9), "world_size": trainer.world_size,
+             "node_ids": trainer.node_ids}
         state.epoch = epoch
         if diverged:
             status = "diverged"
