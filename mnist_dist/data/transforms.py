@@ -44,18 +44,20 @@ def augment_batch(x: torch.Tensor, max_shift: float = 2.0, max_degrees: float = 
 
 def prepare_batch(x: torch.Tensor, spec: InputSpec, mean: float, std: float,
                   augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float (B, C, S, S), normalised, in the architecture's shape."""
-    x = x.unsqueeze(1).float().div_(255.0)
+    """uint8 (B, 28, 28) -> float (B, C, S, S), normalised, in the architecture's shape.
+
+    Works on the 0..255 scale and normalises in one fused step at the end, so a batch
+    costs two passes over its pixels plus whatever the shape change needs."""
+    x = x.unsqueeze(1).to(torch.float32, copy=True)  # never modify the caller's tensor in place
     if augment:
         x = augment_batch(x, generator=generator)
     if spec.size != x.shape[-1]:
         if spec.resize:
             x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False)
-        else:
+        else:  # zero padding = black background, as LeNet-5's 32x32 input
             pad = spec.size - x.shape[-1]
             x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-    x = (x - mean) / std  # after padding, so padded borders equal the (normalised) background
+    x = x.mul_(1.0 / (255.0 * std)).sub_(mean / std)  # == (x / 255 - mean) / std
     if spec.channels != 1:
         x = x.expand(-1, spec.channels, -1, -1)
     return x
-
