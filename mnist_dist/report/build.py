@@ -127,8 +127,8 @@ def dataset_figures(name: str, src: Source, draw: Drawer, data_dir, cache: dict)
     k = slug(name)
     ds = lambda: images.source_dataset(src, data_dir, cache)  # noqa: E731 (loaded once, on first use)
     return [draw(f"dataset-{k}-classes", "Class distribution", lambda p: images.class_distribution(ds(), p)),
-            draw(f"dataset-{k}-samples", "Sample images", lambda p: images.sample_grid(ds(), p)),
-            draw(f"dataset-{k}-pixels", "Pixel values", lambda p: images.pixel_histogram(ds(), p))]
+            draw(f"dataset-{k}-pixels", "Pixel values", lambda p: images.pixel_histogram(ds(), p)),
+            draw(f"dataset-{k}-samples", "Sample images", lambda p: images.sample_grid(ds(), p))]
 
 
 def clear_figures(folder: Path) -> None:

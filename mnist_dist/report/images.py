@@ -50,6 +50,18 @@ def test_images(src, ds) -> np.ndarray:
     return ds.test_x[:n].numpy()
 
 
+def mosaic(tiles: np.ndarray, cols: int, pad: int, rows: int | None = None) -> np.ndarray:
+    """Tiles (N, H, W) laid out on one canvas: one imshow instead of N axes, which
+    keeps a 100-image grid fast to draw."""
+    n, h, w = tiles.shape
+    rows = rows or int(np.ceil(n / cols))
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=tiles.dtype)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = t
+    return canvas
+
+
 def prediction_grid(src, ds, correct: bool, title: str, path: Path, count: int = 16) -> Path:
     """Correct predictions: a random sample (what typical successes look like).
     Mistakes: the most confident ones (what the model gets most wrong)."""
@@ -63,22 +75,23 @@ def prediction_grid(src, ds, correct: bool, title: str, path: Path, count: int =
         idx = np.sort(np.random.default_rng(0).choice(idx, min(count, len(idx)), replace=False))
     else:
         idx = idx[np.argsort(-probs[idx, preds[idx]])][:count]
+    h, pad = images.shape[1], 14  # pad leaves room for two caption lines above each tile
     rows = int(np.ceil(len(idx) / GRID_COLS))
-    fig, axes = plt.subplots(rows, GRID_COLS, figsize=(1.55 * GRID_COLS, 2.15 * rows + 0.6), squeeze=False)
+    fig, ax = plt.subplots(figsize=(1.5 * GRID_COLS, 1.75 * rows + 0.7))
+    ax.imshow(mosaic(images[idx], GRID_COLS, pad, rows), cmap="gray_r", vmin=0, vmax=255)
     names = list(ds.classes)
-    for ax, i in zip(axes.flat, idx):
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+    for k, i in enumerate(idx):
+        r, c = divmod(k, GRID_COLS)
         text = f"pred {names[preds[i]]} {probs[i, preds[i]]:.0%}"
         if not correct:
             text += f"\ntrue {names[labels[i]]} {probs[i, labels[i]]:.0%}"
-        ax.set_title(text, fontsize=8, color="#1b7a3a" if correct else "#c0392b", fontweight="normal")
-    for ax in axes.flat:
-        ax.axis("off")
+        ax.text(pad + c * (h + pad) + h / 2, pad + r * (h + pad) - 1, text, ha="center", va="bottom",
+                fontsize=8, color="#1b7a3a" if correct else "#c0392b")
+    ax.axis("off")
     what = "Correctly classified (random sample)" if correct else "Misclassified (most confident first)"
     n_all = int(((preds == labels) == correct).sum())
-    fig.suptitle(f"{what}: {title}\n{n_all:,} of {len(labels):,} test images; "
-                 "pred = predicted class and its probability", fontweight="bold")
-    fig.tight_layout(h_pad=1.2)
+    ax.set_title(f"{what}: {title}\n{n_all:,} of {len(labels):,} test images; "
+                 "pred = predicted class and its probability", fontweight="bold", pad=14)
     return save(fig, path)
 
 
@@ -92,27 +105,27 @@ def class_distribution(ds, path: Path) -> Path:
     ax.bar(x + 0.2, test, 0.4, label=f"test ({test.sum():,})", color="#e9c46a")
     ax.set_xticks(x, ds.classes, rotation=30 if max(map(len, ds.classes)) > 3 else 0)
     ax.set_ylabel("images")
-    ax.legend()
+    ax.set_ylim(0, max(train.max(), test.max()) * 1.2)  # headroom for the legend
+    ax.legend(ncol=2, loc="upper center")
     ax.set_title(f"{ds.name}: images per class")
     return save(fig, path)
 
 
 def sample_grid(ds, path: Path, per_class: int = 10) -> Path:
-    k = len(ds.classes)
+    k, h, pad = len(ds.classes), ds.train_x.shape[1], 3
     labels = ds.train_y.numpy()
-    fig, axes = plt.subplots(k, per_class, figsize=(0.85 * per_class + 1.2, 0.85 * k), squeeze=False)
+    tiles = np.zeros((k * per_class, h, h), dtype=np.uint8)
     for c in range(k):
         idx = np.flatnonzero(labels == c)[:per_class]
-        for j, ax in enumerate(axes[c]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j < len(idx):
-                ax.imshow(ds.train_x[idx[j]].numpy(), cmap="gray_r", vmin=0, vmax=255)
-        axes[c, 0].set_ylabel(ds.classes[c], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{ds.name}: the first {per_class} training images of each class", fontweight="bold")
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+        tiles[c * per_class:c * per_class + len(idx)] = ds.train_x[idx].numpy()
+    fig, ax = plt.subplots(figsize=(0.75 * per_class + 1.2, 0.75 * k + 0.6))
+    ax.imshow(mosaic(tiles, per_class, pad, k), cmap="gray_r", vmin=0, vmax=255)
+    ax.set_yticks([pad + c * (h + pad) + h / 2 for c in range(k)], ds.classes)
+    ax.set_xticks([])
+    ax.grid(False)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title(f"{ds.name}: the first {per_class} training images of each class")
     return save(fig, path)
 
 
@@ -122,7 +135,7 @@ def pixel_histogram(ds, path: Path) -> Path:
     for x, name, color in ((ds.train_x, "train", "#457b9d"), (ds.test_x, "test", "#e9c46a")):
         counts = np.bincount(x.numpy().ravel(), minlength=256)
         share = counts / max(counts.sum(), 1)
-        ax.step(values, share, where="mid", color=color, label=name)
+        ax.step(values, share, where="mid", color=color, label=name, lw=1.2, alpha=0.85)
         if name == "train":  # mean/std from the histogram: no 47M-element float copy
             mean = float((share * values).sum()) / 255
             std = float(np.sqrt((share * (values / 255 - mean) ** 2).sum()))

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sklearn.metrics import classification_report, confusion_matrix
 
 from ..config import save_json
 from ..data.transforms import InputSpec, prepare_batch
@@ -28,6 +27,8 @@ def predict_proba(model: nn.Module, x: torch.Tensor, spec: InputSpec, mean: floa
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: InputSpec, mean: float,
              std: float, classes, device: torch.device | str = "cpu") -> dict:
+    from sklearn.metrics import classification_report, confusion_matrix  # slow import: only here
+
     probs = predict_proba(model, x, spec, mean, std, device)
     labels = y.cpu().numpy()
     preds = probs.argmax(1).numpy()
