@@ -20,12 +20,12 @@ section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);p
  margin:18px 0}
 h2{color:#1d3557;border-bottom:2px solid #e6ebf0;padding-bottom:6px}
 h3{color:#264653;margin-top:26px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0;width:100%}
 th{background:#1d3557;color:#fff;text-align:left;padding:6px 8px;position:sticky;top:0}
 td{padding:5px 8px;border-bottom:1px solid #e6ebf0;vertical-align:top}
 tr:nth-child(even) td{background:#f8fafc}
 td.num{text-align:right;white-space:nowrap} td.acc{font-weight:700}
-td.cfg{min-width:230px;font-size:12px;color:#34495e}
+td.cfg{min-width:210px;font-size:11.5px;color:#34495e} td.src{font-size:11.5px;word-break:break-word}
 .pos{color:#1b7a3a;font-weight:600} .neg{color:#c0392b;font-weight:600}
 .scroll{overflow-x:auto}
 .note{font-size:13px;color:#5c6b7a}
@@ -90,7 +90,7 @@ def comparison_table(rows, table_id: str) -> str:
         sign = "" if diff is None else ("pos" if diff >= 0 else "neg")
         cells.append([f'<span class="{sign}">{escape(d[k])}</span>' if k == "diff_vs_published"
                       else escape(d[k]) for k, _ in tables.COLUMNS])
-    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else ("cfg" if k == "best_config" else "")
+    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else {"best_config": "cfg", "source": "src"}.get(k, "")
                for k, _ in tables.COLUMNS]
     return table([h for _, h in tables.COLUMNS], cells, table_id, classes)
 
@@ -131,7 +131,8 @@ def mcnemar_section(rep) -> str:
     rows = [[escape(c) for c in stats.display(r)] for r in rep.mcnemar]
     rows = [r[:-1] + [f"<b>{r[-1]}</b>" if "beats" in r[-1] else r[-1]] for r in rows]
     return (f'<section id="stats"><h2>3. Statistical comparison (McNemar)</h2>{intro}'
-            + table(stats.HEADERS, rows, "mcnemar") + "</section>")
+            + table(stats.HEADERS, rows, "mcnemar", ["", "", "", "num", "num", "num", "", "num", ""])
+            + "</section>")
 
 
 def sweep_block(s) -> str:

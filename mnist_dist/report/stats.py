@@ -23,7 +23,7 @@ class McNemar:
     c: int  # A wrong, B right
     statistic: float | None  # chi-square statistic; None for the exact test
     p_value: float
-    method: str  # "exact binomial" | "chi-square (continuity corrected)"
+    method: str  # "exact binomial" | "chi-square, continuity-corrected"
 
 
 def binom_two_sided(k: int, n: int) -> float:
@@ -51,7 +51,7 @@ def mcnemar(b: int, c: int, exact_below: int = EXACT_BELOW) -> McNemar:
         return McNemar(b, c, None, float(p), "exact binomial")
     stat = (abs(b - c) - 1) ** 2 / n
     p = chi2.sf(stat, 1) if chi2 else chi2_sf_1df(stat)
-    return McNemar(b, c, float(stat), float(p), "chi-square (continuity corrected)")
+    return McNemar(b, c, float(stat), float(p), "chi-square, continuity-corrected")
 
 
 def discordant(labels, pred_a, pred_b) -> tuple[int, int]:
@@ -103,7 +103,7 @@ HEADERS = ("Dataset", "Model A", "Model B", "Test images", "A right, B wrong", "
 
 def display(r: dict) -> tuple:
     return (r["dataset"], f"{r['a']} ({r['acc_a']:.2%})", f"{r['b']} ({r['acc_b']:.2%})", f"{r['n']:,}",
-            str(r["b_count"]), str(r["c_count"]), r["method"], f"{r['p_value']:.3g}", r["verdict"])
+            str(r["b_count"]), str(r["c_count"]), r["method"], f"{r['p_value']:.2g}", r["verdict"])
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -12,10 +12,10 @@ from .collect import Source
 # (key, Markdown/HTML header); the CSV uses the keys and raw numbers.
 COLUMNS = (
     ("arch", "Architecture"), ("dataset", "Dataset"), ("test_acc", "Test acc"),
+    ("diff_vs_published", "Ours - published"), ("published", "Published (source)"),
     ("test_loss", "Test loss"), ("val_acc", "Val acc"), ("test_images", "Test images"),
     ("train_time_s", "Train time"), ("images_per_sec", "Images/s"), ("parameters", "Params"),
-    ("trials", "Trials: run / early / ASHA / failed"), ("best_config", "Best hyperparameters"),
-    ("published", "Published (source)"), ("diff_vs_published", "Ours - published"), ("source", "Source"),
+    ("trials", "Trials"), ("best_config", "Best hyperparameters"), ("source", "Source"),
 )
 CSV_KEYS = ("arch", "dataset", "kind", "source", "test_acc", "test_acc_mean", "test_acc_std", "seeds",
             "test_loss", "val_acc", "test_images", "train_time_s", "images_per_sec", "parameters",
@@ -25,7 +25,7 @@ CSV_KEYS = ("arch", "dataset", "kind", "source", "test_acc", "test_acc_mean", "t
 
 NOTES = ("Test acc: the best model of each sweep (best trial by validation accuracy) or the run's model, "
          "on the test images listed (smoke runs use only the first few hundred). Train time: sum of "
-         "epoch times of that model. Trials: run / early-stopped by patience / stopped by ASHA / failed. "
+         "epoch times of that model. Trials: run / early-stopped (patience) / stopped by ASHA / failed. "
          "Ours - published: percentage points, only where the source measured on the same dataset.")
 
 

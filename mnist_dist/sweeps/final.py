@@ -23,7 +23,8 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, ray) -> dict:
     tuner = tune.Tuner(
         make_trainable(spec, opts, sweep_dir, base),
         param_space=params,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent)),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(
+            ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)),
         run_config=tune.RunConfig(name="final", storage_path=str(sweep_dir), verbose=opts.verbose))
     out = sweep_dir / "final"
     (out / "histories").mkdir(parents=True, exist_ok=True)

@@ -90,11 +90,14 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
 
 
 def evaluate_model(model_path: Path, base: dict) -> dict:
-    model, payload = load_model(model_path)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # alexnet's 227x227 test set wants a GPU
+    model, payload = load_model(model_path, device)
     data = load_dataset(payload["dataset"], base.get("data_dir"))
     n = base.get("test_limit") or len(data.test_x)
     ev = evaluate(model, data.test_x[:n], data.test_y[:n], input_spec(payload), data.mean, data.std,
-                  data.classes)
+                  data.classes, device)
     ev["parameters"] = count_parameters(model)
     return ev
 

@@ -120,12 +120,15 @@ def make_searcher(spec: SweepSpec, sweep_dir: Path, opts: SweepOptions, name: st
         study_name=name, storage=storage)
 
 
-def make_scheduler(spec: SweepSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def make_scheduler(spec: SweepSpec, sweep_dir: Path):
+    from ray.tune.schedulers import FIFOScheduler
+
+    from .scheduler import ResumableASHA
 
     if spec.scheduler.type == "none":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", metric=spec.metric, mode=spec.mode,
+    return ResumableASHA(sweep_dir / "asha-state.pkl", time_attr="training_iteration",
+                         metric=spec.metric, mode=spec.mode,
                          max_t=max_epochs(spec), grace_period=spec.scheduler.grace_period,
                          reduction_factor=spec.scheduler.reduction_factor)
 
@@ -142,8 +145,9 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec),
-            num_samples=trials, max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent)),
+            search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec, sweep_dir),
+            num_samples=trials,
+            max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(sweep_dir), verbose=opts.verbose,
             failure_config=tune.FailureConfig(max_failures=1),  # retry a failed trial once

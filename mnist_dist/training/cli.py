@@ -14,7 +14,7 @@ from ..config import add_config_flags, flags_to_overrides, load_yaml, resolve, s
 from ..models import count_parameters
 from .checkpoint import atomic_save, input_spec, load_model
 from .evaluate import evaluate, format_evaluation, save_evaluation
-from .loop import load_data
+from .loop import load_data, select_device
 from .reporting import LocalReporter
 
 
@@ -74,9 +74,11 @@ def run(args) -> int:
         print(f"diverged: {summary['error']}")
         return 1
     atomic_save(reporter.last_checkpoint["model"], out / "model.pt")
-    model, payload = load_model(out / "model.pt")
+    device = select_device()
+    model, payload = load_model(out / "model.pt", device)
     data = load_data(cfg)
-    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std, data.classes)
+    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std,
+                  data.classes, device)
     save_evaluation(ev, out)
     summary.update(test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=count_parameters(model))
     save_json(summary, out / "run.json")

@@ -1,0 +1,223 @@
+"""`mnist-dist report` on real results: a real smoke sweep, a real training run and a
+deliberately broken sweep folder; the page is then opened in a real headless Chromium."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from mnist_dist.report import stats
+from mnist_dist.report.hparams import edge_warning
+
+SWEEP = "lenet5-smoke"
+RUN = "cnn_regularized-run"
+BROKEN = "broken-sweep"
+
+
+@pytest.fixture(scope="module")
+def report(smoke_sweep, trained_model, tmp_path_factory):
+    """One results folder (copies: the report must not depend on the fixtures' paths) and
+    one `python -m mnist_dist.report` over it, as a user would run it."""
+    results = tmp_path_factory.mktemp("report-results")
+    # Ray's own trial folders are large and the report never reads them
+    shutil.copytree(smoke_sweep, results / SWEEP, ignore=shutil.ignore_patterns("tune", "train"))
+    shutil.copytree(trained_model.parent, results / RUN)
+    (results / BROKEN).mkdir()
+    (results / BROKEN / "summary.json").write_text('{"kind": "sweep", "arch": ')  # truncated JSON
+    stale = results / "report" / "figures" / "stale-sweep-confusion.png"  # from an earlier report
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mnist_dist.report", str(results)],
+                          capture_output=True, text=True, timeout=600)
+    print(f"report built in {time.perf_counter() - t0:.1f}s\n{proc.stdout}\n{proc.stderr}")
+    return results, proc
+
+
+def figure_names(featured: list[str]) -> list[str]:
+    names = ["accuracy-vs-time", "accuracy-vs-parameters", "trial-status", f"{SWEEP}-hyperparameters",
+             f"{SWEEP}-importance", "dataset-mnist-classes", "dataset-mnist-pixels", "dataset-mnist-samples"]
+    for src in featured:
+        names += [f"{src}-{k}" for k in ("learning-curves", "confusion", "per-class", "correct", "wrong")]
+    return names
+
+
+def test_report_writes_every_file(report):
+    results, proc = report
+    assert proc.returncode == 0, proc.stderr
+    out = results / "report"
+    for name in ("index.html", "comparison.md", "comparison.csv", "all_runs.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 200, name
+    for name in figure_names([SWEEP, RUN]):
+        png = out / "figures" / f"{name}.png"
+        assert png.is_file(), f"{png.name} missing; stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        img = matplotlib.image.imread(png)
+        assert img.shape[0] > 100 and img.shape[1] > 100, png.name
+        assert float(np.std(img)) > 0.01, f"{png.name} is blank"
+    assert not (out / "figures" / "stale-sweep-confusion.png").exists()  # old figures are cleared
+    # every figure is inlined: the page alone is the report
+    html = (out / "index.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == len(list((out / "figures").glob("*.png")))
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the page must not load anything remote"
+
+
+def test_tables_hold_the_summaries_numbers(report):
+    results, _ = report
+    sweep = json.loads((results / SWEEP / "summary.json").read_text())
+    run = json.loads((results / RUN / "run.json").read_text())
+    with open(results / "report" / "comparison.csv") as f:
+        rows = {r["arch"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"lenet5", "cnn_regularized"}  # one row per architecture x dataset
+    md = (results / "report" / "comparison.md").read_text()
+    for summary in (sweep, run):
+        row = rows[summary["arch"]]
+        assert row["dataset"] == summary["dataset"] == "mnist"
+        assert math.isclose(float(row["test_acc"]), summary["test_acc"], rel_tol=1e-12)
+        assert math.isclose(float(row["test_loss"]), summary["test_loss"], rel_tol=1e-12)
+        assert int(row["parameters"]) == summary["parameters"]
+        assert f"{100 * summary['test_acc']:.2f}%" in md
+    assert int(rows["lenet5"]["trials_run"]) == sweep["trials_run"] == 2
+    assert json.loads(rows["lenet5"]["best_config"]) == sweep["best_config"]
+    # published numbers sit beside ours, with the difference, for same-dataset sources
+    assert math.isclose(float(rows["lenet5"]["published_acc"]), 0.986)
+    assert math.isclose(float(rows["lenet5"]["diff_vs_published"]), sweep["test_acc"] - 0.986, abs_tol=1e-9)
+
+
+def test_broken_folder_is_a_warning_not_a_failure(report):
+    results, proc = report
+    assert proc.returncode == 0
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert any(BROKEN in w and "summary.json is not valid JSON" in w for w in warnings), proc.stderr
+    assert not any("/report" in w for w in warnings), "the report folder itself is no source"
+    html = (results / "report" / "index.html").read_text()
+    assert 'id="warnings"' in html and BROKEN in html
+    assert BROKEN in (results / "report" / "comparison.md").read_text()
+
+
+def test_mcnemar_compares_the_models_on_their_common_test_images(report):
+    results, _ = report
+    md = (results / "report" / "comparison.md").read_text()
+    section = md.split("## McNemar's test")[1].split("\n## ")[0]
+    # the smoke sweep scored the first 500 test images, the run all 10,000
+    line = next(ln for ln in section.splitlines() if ln.startswith("| mnist |"))
+    assert "| 500 |" in line and ("beats" in line or "no significant difference" in line)
+    assert 'id="mcnemar"' in (results / "report" / "index.html").read_text()
+
+
+def test_empty_results_folder_says_how_to_make_results(tmp_path, capsys):
+    from mnist_dist.cli import main
+
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing to report" in err and "mnist-dist train" in err
+    assert not (tmp_path / "report").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_best_per_architecture_and_all_runs(report, tmp_path):
+    """Two runs of one architecture x dataset: the comparison keeps the better one, the
+    all-runs table lists both."""
+    from mnist_dist.report.collect import discover
+    from mnist_dist.report.tables import all_rows, best_rows
+
+    results, _ = report
+    shutil.copytree(results / RUN, tmp_path / "a")
+    shutil.copytree(results / RUN, tmp_path / "b")
+    summary = json.loads((tmp_path / "b" / "run.json").read_text())
+    summary["test_acc"] -= 0.01
+    (tmp_path / "b" / "run.json").write_text(json.dumps(summary))
+    found = discover(tmp_path)
+    assert not found.warnings
+    rows = all_rows(found.sources)
+    assert [r["source"] for r in rows] == ["a", "b"]
+    assert [r["source"] for r in best_rows(rows)] == ["a"]
+
+
+def test_mcnemar_against_hand_computed_values():
+    # b=10, c=2: 12 discordant images, exact: p = 2 * (C(12,0)+C(12,1)+C(12,2)) / 2^12 = 158/4096
+    m = stats.mcnemar(10, 2)
+    assert m.method == "exact binomial" and m.p_value == pytest.approx(158 / 4096, rel=1e-12)
+    assert stats.binom_two_sided(2, 12) == pytest.approx(0.03857421875, rel=1e-12)
+    # b=30, c=12: chi2 = (|30-12| - 1)^2 / 42 = 6.8810, p = P(chi2_1 > 6.881) = 0.0087119
+    m = stats.mcnemar(30, 12)
+    assert m.statistic == pytest.approx(289 / 42) and m.p_value == pytest.approx(0.0087119, abs=1e-6)
+    assert stats.chi2_sf_1df(289 / 42) == pytest.approx(0.0087119, abs=1e-6)
+    assert stats.chi2_sf_1df(3.841459) == pytest.approx(0.05, abs=1e-6)  # the textbook 5% point
+    assert stats.mcnemar(0, 0).p_value == 1.0 and stats.mcnemar(7, 7).p_value == 1.0
+    assert stats.verdict("cnn", "mlp", stats.mcnemar(30, 12)) == "cnn beats mlp"
+    assert stats.verdict("cnn", "mlp", stats.mcnemar(12, 30)) == "mlp beats cnn"
+    assert stats.verdict("cnn", "mlp", stats.mcnemar(6, 4)) == "no significant difference"
+    labels = np.array([0, 1, 2, 3])
+    assert stats.discordant(labels, np.array([0, 1, 2, 0]), np.array([0, 0, 0, 3])) == (2, 1)
+
+
+def test_edge_of_search_range_warnings():
+    lr = {"loguniform": [1e-4, 1e-1]}
+    assert "lower edge" in edge_warning("lr", 1.2e-4, lr)  # log scale: 2.6% in
+    assert "upper edge" in edge_warning("lr", 0.08, lr)
+    assert edge_warning("lr", 3e-3, lr) is None
+    assert "upper edge" in edge_warning("momentum", 0.97, {"uniform": [0.5, 0.99]})
+    assert edge_warning("momentum", 0.8, {"uniform": [0.5, 0.99]}) is None
+    assert "lower edge" in edge_warning("epochs", 5, {"int": [5, 30]})
+    assert "largest" in edge_warning("batch_size", 256, {"choice": [64, 32, 256, 128]})
+    assert edge_warning("batch_size", 64, {"choice": [32, 64, 128, 256]}) is None
+    assert edge_warning("optimizer", "sgd", {"choice": ["adam", "sgd"]}) is None  # unordered
+    assert edge_warning("nesterov", True, {"choice": [False, True]}) is None
+
+
+def test_architecture_summary_matches_the_model():
+    from mnist_dist.models import count_parameters, create_model
+    from mnist_dist.report.archsummary import summarize
+
+    s = summarize("lenet5")
+    assert s.input_shape == (1, 32, 32)
+    assert s.total_parameters == count_parameters(create_model("lenet5"))
+    assert sum(layer.parameters for layer in s.layers) == s.total_parameters
+    assert (s.layers[0].type, s.layers[0].output_shape) == ("Conv2d", (6, 28, 28))
+    assert (s.layers[-1].type, s.layers[-1].output_shape) == ("Linear", (10,))
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    offline = ["--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-default-apps",
+               "--host-resolver-rules=MAP * ~NOTFOUND"]  # any network request would fail
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--hide-scrollbars", *offline, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_page_in_a_real_browser(report, artifacts, tmp_path):
+    results, _ = report
+    page = (results / "report" / "index.html").resolve()
+    n_img = page.read_text().count("<img ")
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    ok = re.search(r'data-images-ok="(\d+)"', body)
+    total = re.search(r'data-images-total="(\d+)"', body)
+    assert ok and total, f"the page's load script did not run: {body}"
+    assert int(total.group(1)) == n_img > 10
+    assert int(ok.group(1)) == n_img, "some images did not decode in the browser"
+    assert 'id="comparison"' in dom.stdout and "lenet5" in dom.stdout
+
+    shot = artifacts / "report.png"
+    shot.unlink(missing_ok=True)
+    r = chromium([f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()], tmp_path / "profile-shot")
+    assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
+    img = matplotlib.image.imread(shot)
+    assert img.shape[:2] == (4000, 1280)
+    assert float(np.std(img[..., :3])) > 0.05, "the screenshot is (nearly) blank"
