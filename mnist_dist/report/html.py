@@ -21,11 +21,12 @@ section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);p
 h2{color:#1d3557;border-bottom:2px solid #e6ebf0;padding-bottom:6px}
 h3{color:#264653;margin-top:26px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0;width:100%}
-th{background:#1d3557;color:#fff;text-align:left;padding:6px 8px;position:sticky;top:0}
-td{padding:5px 8px;border-bottom:1px solid #e6ebf0;vertical-align:top}
+th{background:#1d3557;color:#fff;text-align:left;padding:6px 6px;position:sticky;top:0}
+td{padding:5px 6px;border-bottom:1px solid #e6ebf0;vertical-align:top}
 tr:nth-child(even) td{background:#f8fafc}
 td.num{text-align:right;white-space:nowrap} td.acc{font-weight:700}
-td.cfg{min-width:210px;font-size:11.5px;color:#34495e} td.src{font-size:11.5px;word-break:break-word}
+td.cfg{min-width:180px;font-size:11.5px;color:#34495e}
+.sub{font-size:11px;color:#6b7a89;font-weight:400;white-space:normal}
 .pos{color:#1b7a3a;font-weight:600} .neg{color:#c0392b;font-weight:600}
 .scroll{overflow-x:auto}
 .note{font-size:13px;color:#5c6b7a}
@@ -82,17 +83,25 @@ NUMERIC = {"test_acc", "test_loss", "val_acc", "test_images", "train_time_s", "i
            "diff_vs_published"}
 
 
+def comparison_cell(key: str, row: dict, shown: dict) -> str:
+    """Markdown's cell text, with a little HTML: the source under the architecture (saves a
+    column), the seeds' mean under the accuracy, the difference coloured by its sign."""
+    if key == "arch":
+        return f'{escape(shown["arch"])}<br><span class="sub">{escape(shown["source"])}</span>'
+    if key == "test_acc":
+        seeds = tables.fmt_seeds(row)
+        return tables.pct(row["test_acc"]) + (f'<br><span class="sub">{escape(seeds)}</span>' if seeds else "")
+    if key == "diff_vs_published" and row[key] is not None:
+        return f'<span class="{"pos" if row[key] >= 0 else "neg"}">{escape(shown[key])}</span>'
+    return escape(shown[key])
+
+
 def comparison_table(rows, table_id: str) -> str:
-    cells = []
-    for r in rows:
-        d = tables.display(r)
-        diff = r["diff_vs_published"]
-        sign = "" if diff is None else ("pos" if diff >= 0 else "neg")
-        cells.append([f'<span class="{sign}">{escape(d[k])}</span>' if k == "diff_vs_published"
-                      else escape(d[k]) for k, _ in tables.COLUMNS])
-    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else {"best_config": "cfg", "source": "src"}.get(k, "")
-               for k, _ in tables.COLUMNS]
-    return table([h for _, h in tables.COLUMNS], cells, table_id, classes)
+    columns = [(k, h) for k, h in tables.COLUMNS if k != "source"]
+    cells = [[comparison_cell(k, r, tables.display(r)) for k, _ in columns] for r in rows]
+    classes = [("num acc" if k == "test_acc" else "num") if k in NUMERIC else ("cfg" if k == "best_config" else "")
+               for k, _ in columns]
+    return table([h for _, h in columns], cells, table_id, classes)
 
 
 def warnings_section(rep) -> str:

@@ -159,6 +159,8 @@ def accuracy_vs(rows: list[dict], key: str, xlabel: str, title: str, path: Path)
     xs = np.array([float(r[key]) for r in pts])
     if xs.min() > 0 and xs.max() / xs.min() > 20:
         ax.set_xscale("log")
+    # 60k / 1.2M rather than 60000 / 1200000 or 10^1
+    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))

@@ -136,12 +136,16 @@ def fmt_value(v) -> str:
     return str(v)
 
 
+def fmt_seeds(row: dict) -> str:
+    if row["test_acc_mean"] is None or not row["seeds"]:
+        return ""
+    return (f"mean {100 * row['test_acc_mean']:.2f} ± {100 * (row['test_acc_std'] or 0):.2f}% "
+            f"over {row['seeds']} seeds")
+
+
 def fmt_acc(row: dict) -> str:
-    text = pct(row["test_acc"])
-    if row["test_acc_mean"] is not None and row["seeds"]:
-        text += (f" (mean {100 * row['test_acc_mean']:.2f} ± {100 * (row['test_acc_std'] or 0):.2f}%"
-                 f" over {row['seeds']} seeds)")
-    return text
+    seeds = fmt_seeds(row)
+    return pct(row["test_acc"]) + (f" ({seeds})" if seeds else "")
 
 
 def fmt_trials(row: dict) -> str:

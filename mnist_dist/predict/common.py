@@ -1,0 +1,29 @@
+"""Flags and error handling shared by `predict`, `evaluate` and `export`."""
+from __future__ import annotations
+
+import sys
+
+from ..training.checkpoint import CheckpointError
+from .preprocess import RECIPES
+
+
+def add_model_flag(p) -> None:
+    p.add_argument("--model", required=True, metavar="MODEL.pt",
+                   help="a model file from `mnist-dist train` (results/<run>/model.pt) "
+                        "or a sweep (results/<sweep>/best/model.pt)")
+
+
+def add_preprocess_flags(p) -> None:
+    p.add_argument("--preprocess", choices=("auto",) + RECIPES, default="auto",
+                   help="how images become 28x28 model inputs. auto (default): 'digit' for MNIST "
+                        "models (crop, fit 20x20, centre by mass, as MNIST was made), 'fit' for "
+                        "Fashion-MNIST/KMNIST (resize the whole image), 'plain' for image-folder "
+                        "models (as their training images were read)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+
+
+def model_error(e: CheckpointError) -> int:
+    """A missing or unreadable model file: one clear line, exit status 2 (as run_command)."""
+    print(f"error: {e}", file=sys.stderr)
+    return 2

@@ -1,0 +1,89 @@
+"""`mnist-dist evaluate --model MODEL.pt (--dataset NAME | --images DIR)`.
+
+--dataset: the dataset's standard test split, fed as in training (no preprocessing:
+  the images are already 28x28 in the dataset's own layout).
+--images: a folder of labelled images, each put through the same preprocessing as
+  `predict`, so the figure is what `predict` will do on such images. ROOT/test/ is
+  used when there is one (the layout `load_image_folder` trains on), otherwise every
+  image under ROOT. Labels come from `{label}/` subfolders or `{label}_{index}.png`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import numpy as np
+import torch
+
+from ..data import DataError, load_dataset
+from ..training.checkpoint import CheckpointError
+from ..training.evaluate import evaluate, format_evaluation
+from .common import add_model_flag, add_preprocess_flags, model_error
+from .files import labelled_images
+from .predictor import Predictor
+from .preprocess import ImageError
+
+ARRAYS = ("probabilities", "labels", "predictions")
+
+
+def add_arguments(p) -> None:
+    add_model_flag(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="mnist, fashion-mnist or kmnist: its test split")
+    src.add_argument("--images", metavar="DIR", help="a folder of labelled images (see above)")
+    p.add_argument("--data-dir", help="folder with one subfolder per dataset (default: "
+                                      "$MNIST_DIST_DATA_DIR, else the download cache)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test images")
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    add_preprocess_flags(p)
+
+
+def run(args) -> int:
+    try:
+        pred = Predictor(args.model, args.preprocess, args.device)
+    except CheckpointError as e:
+        return model_error(e)
+    load = _image_folder if args.images else _dataset
+    source, x, y, failed = load(pred, args)
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    ev = evaluate(pred.model, x, y, pred.spec, pred.mean, pred.std, pred.classes, args.device)
+    ev = {k: v for k, v in ev.items() if k not in ARRAYS}
+    info = {"model": str(args.model), "arch": pred.payload["arch"],
+            "trained_on": pred.payload.get("dataset"), "evaluated_on": source, "skipped": failed}
+    if args.json:
+        print(json.dumps({**info, **ev}, indent=2, default=float))
+    else:
+        print(f"{info['arch']} model {args.model} (trained on {info['trained_on']}) on {source}")
+        print(format_evaluation(ev))
+    return 1 if failed else 0
+
+
+def _dataset(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tensor, int]:
+    ds = load_dataset(args.dataset, args.data_dir)
+    if list(ds.classes) != pred.classes:
+        raise DataError(f"the model's classes ({', '.join(pred.classes)}) are not those of "
+                        f"{args.dataset} ({', '.join(ds.classes)}); evaluate it on the dataset "
+                        f"it was trained for ({pred.payload.get('dataset')})")
+    return f"{args.dataset} test split", ds.test_x, ds.test_y, 0
+
+
+def _image_folder(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tensor, int]:
+    folder, items = labelled_images(args.images)
+    unknown = sorted({lbl for _, lbl in items} - set(pred.classes))
+    if unknown:
+        raise DataError(f"{folder}: labels {', '.join(unknown)} are not classes of this model "
+                        f"({', '.join(pred.classes)})")
+    if args.limit:
+        items = items[:args.limit]
+    images, labels, failed = [], [], 0
+    for path, label in items:
+        try:
+            images.append(pred.prepare(path))
+            labels.append(pred.classes.index(label))
+        except ImageError as e:  # reported and skipped, as `predict` does
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failed += 1
+    if not images:
+        raise DataError(f"{folder}: none of the {len(items)} images could be read")
+    x = torch.from_numpy(np.stack(images))
+    return f"{folder} ({len(images)} images)", x, torch.tensor(labels, dtype=torch.int64), failed

@@ -1,0 +1,57 @@
+"""Which files to read: image paths given on the command line, and labelled folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.folder import IMAGE_SUFFIXES
+from ..data.idx import DataError
+
+
+def expand(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(files to predict, [(path, error)]). Folders are searched recursively for image
+    files; a file named explicitly is always tried, whatever its suffix, so that a
+    mislabelled image still gets read or a clear error."""
+    files, errors = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = images_in(p)
+            files += found
+            if not found:
+                errors.append((p, f"no image files in this folder ({_suffixes()})"))
+        else:
+            files.append(p)  # missing files are reported by read_image, in order
+    return files, errors
+
+
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _suffixes() -> str:
+    return ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def labelled_images(root: str | Path) -> tuple[Path, list[tuple[Path, str]]]:
+    """(folder used, [(image, label)]) for `evaluate --images`: ROOT/test/ when there is
+    one (the layout `load_image_folder` trains on), else every image under ROOT.
+    Labels as in training folders: `{label}/` subfolders or `{label}_{index}.png` names."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (--images wants a folder of labelled images)")
+    if (root / "train").is_dir() and not (root / "test").is_dir():
+        raise DataError(f"{root}: has train/ but no test/; evaluating on training images would "
+                        f"overstate accuracy (pass --images {root / 'train'} if that is what you want)")
+    folder = root / "test" if (root / "test").is_dir() else root
+    files = images_in(folder)
+    if not files:
+        raise DataError(f"{folder}: no image files ({_suffixes()})")
+    return folder, [(p, label_of(p, folder)) for p in files]
+
+
+def label_of(path: Path, folder: Path) -> str:
+    if path.parent != folder:  # grouped in {label}/ subfolders
+        return path.parent.name
+    if "_" not in path.stem:
+        raise DataError(f"{path}: cannot tell the label; name files '{{label}}_{{index}}{path.suffix}' "
+                        "or put them in a '{label}/' subfolder")
+    return path.stem.split("_", 1)[0]

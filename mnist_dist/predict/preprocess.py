@@ -1,0 +1,251 @@
+"""Turn a photo or scan of one character into the 28x28 image the model was trained on.
+
+MNIST was made by fitting each bilevel NIST digit, keeping its aspect ratio, into a
+20x20 box (anti-aliasing gives the grey edges) and centring that box in a 28x28 field
+by the centre of mass, light ink on a black background. The "digit" recipe repeats
+those steps on an arbitrary image:
+
+  grayscale -> polarity (ink made light, background dark) -> blur + Otsu to find the
+  ink, specks ignored -> background levelled to 0 and ink to 255, grey edges kept ->
+  crop to the ink -> fit into 20x20 -> place in 28x28 by centre of mass.
+
+An MNIST test image goes through unchanged: its box is already 20 pixels, its
+background already 0, its ink already 255.
+
+Fashion-MNIST and KMNIST were not made that way (their objects fill the frame), so
+the "fit" recipe only does grayscale, polarity, background levelling and a resize
+that keeps the aspect ratio. Models trained on an image folder get "plain": exactly
+what `load_image_folder` did to their training images (grayscale, resize to 28x28).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SIZE = 28  # the model's frame
+BOX = 20  # MNIST's digit box inside that frame
+CENTRE = 14.0  # where MNIST puts the centre of mass (its mean over the training set is 14.0, 14.0)
+MIN_CONTRAST = 24  # grey levels between paper and ink below which a page counts as blank
+RECIPES = ("digit", "fit", "plain")
+_FIT_DATASETS = {"fashion-mnist", "kmnist"}
+
+
+class ImageError(ValueError):
+    """An input that cannot become a model input; the message names the file and why."""
+
+
+def recipe_for(payload: dict) -> str:
+    """The recipe that reproduces how the checkpoint's training images were made."""
+    dataset = payload.get("dataset")
+    if dataset == "mnist":
+        return "digit"
+    return "fit" if dataset in _FIT_DATASETS else "plain"
+
+
+def dark_background(payload: dict) -> bool:
+    """Whether the model was trained on light ink on dark (MNIST style): its training
+    pixel mean is low. Image-folder models can have been trained on either polarity."""
+    return float(payload["normalization"]["mean"]) < 0.5
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any PNG/JPG/BMP/TIFF (colour, grey, 16-bit, with alpha) as a 2-D uint8 array.
+    ImageError messages say what is wrong; the caller prefixes the path."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError("no such file")
+    if not path.is_file():
+        raise ImageError("not a file")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path name
+    except OSError as e:  # permissions, I/O errors
+        raise ImageError(f"cannot read the file ({e.strerror or e})") from e
+    if data.size == 0:
+        raise ImageError("empty file (0 bytes)")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError("not an image OpenCV can read (PNG, JPG, BMP or TIFF expected)")
+    if img.size == 0 or min(img.shape[:2]) == 0:
+        raise ImageError(f"the image has no pixels (shape {img.shape})")
+    return to_gray(img)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    img = _to_uint8(img)
+    if img.ndim == 3 and img.shape[2] == 4:
+        # Transparent pixels are paper: a digit drawn on a transparent canvas has its
+        # shape only in the alpha channel, so composite over white.
+        alpha = img[..., 3:].astype(np.float32) / 255
+        img = (img[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return img.reshape(img.shape[:2])
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img // 257).astype(np.uint8)
+    img = img.astype(np.float64)  # float TIFFs: [0, 1] or any range
+    lo, hi = float(img.min()), float(img.max())
+    scale = 255.0 if lo >= 0 and hi <= 1 else 255.0 / max(hi - lo, 1e-12)
+    return np.clip((img - (0 if scale == 255.0 else lo)) * scale, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- the recipes
+
+
+def preprocess(gray: np.ndarray, recipe: str = "digit", dark: bool = True) -> np.ndarray:
+    """A 2-D uint8 image -> (28, 28) uint8 as the model saw in training.
+
+    dark: the model wants light ink on a dark background (MNIST, Fashion-MNIST).
+    Raises ImageError for a blank page (nothing that stands out from the paper)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown preprocessing {recipe!r}; choose from {', '.join(RECIPES)}")
+    if recipe == "plain":  # as load_image_folder read the training images
+        out = cv2.resize(gray, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        return out if _light_background(out, _otsu(out)) != dark else 255 - out
+    ink = _light_ink(gray)
+    out = mnist_digit(ink) if recipe == "digit" else fit_frame(ink)
+    return out if dark else 255 - out
+
+
+def _light_ink(gray: np.ndarray) -> np.ndarray:
+    """The image with light ink on a dark background; ImageError when there is no ink."""
+    smooth = _blur(gray)
+    lo, hi = int(smooth.min()), int(smooth.max())
+    if hi - lo < MIN_CONTRAST:
+        raise ImageError(f"blank image: no ink found (contrast {hi - lo} grey levels, at least "
+                         f"{MIN_CONTRAST} needed); is it an empty page or badly under/over-exposed?")
+    return 255 - gray if _light_background(smooth, _otsu(smooth)) else gray
+
+
+def _sigma(shape: tuple[int, ...]) -> float:
+    # Scaled with the image: enough to suppress sensor and JPEG noise, not the strokes.
+    return float(np.clip(max(shape) / 500, 0.7, 3.0))
+
+
+def _blur(gray: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(gray, (0, 0), _sigma(gray.shape))
+
+
+def _otsu(gray: np.ndarray) -> float:
+    t, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(t)
+
+
+def _light_background(gray: np.ndarray, threshold: float) -> bool:
+    """The background is what the border shows: paper touches the edges, ink rarely does
+    (the middle may be mostly ink, e.g. a pullover filling a Fashion-MNIST frame)."""
+    return float(np.median(_ring(gray))) > threshold
+
+
+def mnist_digit(ink: np.ndarray) -> np.ndarray:
+    """Light-on-dark image of one digit -> MNIST's 28x28 layout."""
+    mask = ink_mask(ink)
+    background, top = ink_levels(ink, mask)
+    levelled = _within(level(ink, background, top), mask)
+    return centre_by_mass(fit_box(crop_to_ink(levelled), BOX))
+
+
+def fit_frame(ink: np.ndarray) -> np.ndarray:
+    """Light-on-dark image of one object -> 28x28, whole image kept, aspect ratio kept.
+    Only the background is levelled to 0 (and the brightest pixel to 255): the object's
+    own grey levels (texture, print) are what Fashion-MNIST keeps."""
+    background = float(np.median(_ring(_blur(ink))))
+    small = fit_box(level(ink, background, float(ink.max())), SIZE)
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    top, left = (SIZE - small.shape[0]) // 2, (SIZE - small.shape[1]) // 2
+    out[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return out
+
+
+def _ring(gray: np.ndarray) -> np.ndarray:
+    """The pixels along the edges (2% of the size deep, at least 1)."""
+    w = max(1, min(gray.shape) // 50)
+    return np.concatenate([gray[:w].ravel(), gray[-w:].ravel(), gray[:, :w].ravel(), gray[:, -w:].ravel()])
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def ink_mask(ink: np.ndarray) -> np.ndarray:
+    """Boolean mask of the character: Otsu on the blurred image, specks dropped."""
+    smooth = _blur(ink)
+    binary = (smooth > _otsu(smooth)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        raise ImageError("blank image: no ink found")
+    sides = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+    # A speck is small next to the character (a detached stroke, like the bar of a 5,
+    # is not) and small next to the image (dust, a JPEG block, the dot of a pen).
+    keep = sides >= max(2, 0.15 * sides.max(), 0.015 * max(ink.shape))
+    if not keep.any():
+        raise ImageError(f"no character found: only specks (at most {sides.max()} pixels across)")
+    return np.isin(labels, 1 + np.flatnonzero(keep))
+
+
+def ink_levels(ink: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(background, ink) grey levels. Background = median of the non-ink pixels plus 3
+    noise sigmas, so paper texture and JPEG noise go to 0; ink = the darkest ink (99.9th
+    percentile, ignoring stray pixels), so a faint pencil stroke becomes as bright as
+    MNIST's ink and an MNIST image (ink 255) stays as it is."""
+    outside = ink[~mask] if (~mask).any() else ink.ravel()
+    med = float(np.median(outside))
+    background = med + 3 * 1.4826 * float(np.median(np.abs(outside - med)))
+    top = float(np.percentile(ink[mask], 99.9))
+    if top - background < MIN_CONTRAST / 2:
+        raise ImageError(f"blank image: ink and background differ by only {top - background:.0f} grey levels")
+    return background, top
+
+
+def level(img: np.ndarray, background: float, top: float) -> np.ndarray:
+    """background -> 0, top -> 255, linear in between: grey edges carry the shape at 20x20."""
+    out = (img.astype(np.float32) - background) * (255.0 / max(top - background, 1.0))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _within(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Zero everything but the character and a margin around it (for its blurred edges)."""
+    r = max(2, round(2 * _sigma(img.shape)))
+    near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    return np.where(near > 0, img, 0).astype(np.uint8)
+
+
+def crop_to_ink(img: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(img.any(1)), np.flatnonzero(img.any(0))
+    if rows.size == 0:
+        raise ImageError("blank image: no ink left after removing the background")
+    return img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def fit_box(img: np.ndarray, box: int) -> np.ndarray:
+    """Scale so the longer side is `box` pixels, aspect ratio kept."""
+    h, w = img.shape
+    if max(h, w) == box:
+        return img
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # INTER_AREA averages when shrinking (anti-aliasing, as MNIST); linear when growing.
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def centre_by_mass(img: np.ndarray) -> np.ndarray:
+    """Place `img` in a 28x28 black frame with its centre of mass at MNIST's (14, 14)."""
+    h, w = img.shape
+    mass = img.astype(np.float64)
+    total = mass.sum()
+    cy = (mass.sum(1) @ np.arange(h)) / total if total else (h - 1) / 2
+    cx = (mass.sum(0) @ np.arange(w)) / total if total else (w - 1) / 2
+    # Whole-pixel shifts, as MNIST: no resampling blur; the box always stays in frame.
+    top = int(np.clip(round(CENTRE - cy), 0, SIZE - h))
+    left = int(np.clip(round(CENTRE - cx), 0, SIZE - w))
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    out[top:top + h, left:left + w] = img
+    return out
