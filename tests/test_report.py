@@ -22,6 +22,7 @@ from mnist_dist.report.hparams import edge_warning
 SWEEP = "lenet5-smoke"
 RUN = "cnn_regularized-run"
 BROKEN = "broken-sweep"
+PARTIAL = "partial-sweep"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,10 @@ def report(smoke_sweep, trained_model, tmp_path_factory):
     # Ray's own trial folders are large and the report never reads them
     shutil.copytree(smoke_sweep, results / SWEEP, ignore=shutil.ignore_patterns("tune", "train"))
     shutil.copytree(trained_model.parent, results / RUN)
+    # a sweep that lost its best model and histories (a crash, a half-copied folder)
+    shutil.copytree(results / SWEEP, results / PARTIAL)
+    shutil.rmtree(results / PARTIAL / "best")
+    shutil.rmtree(results / PARTIAL / "histories")
     (results / BROKEN).mkdir()
     (results / BROKEN / "summary.json").write_text('{"kind": "sweep", "arch": ')  # truncated JSON
     stale = results / "report" / "figures" / "stale-sweep-confusion.png"  # from an earlier report
@@ -99,6 +104,9 @@ def test_broken_folder_is_a_warning_not_a_failure(report):
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert any(BROKEN in w and "summary.json is not valid JSON" in w for w in warnings), proc.stderr
     assert not any(f"{results / 'report'}:" in w for w in warnings), "the report folder itself is no source"
+    assert any(PARTIAL in w and "predictions.npz is missing" in w for w in warnings), proc.stderr
+    with open(results / "report" / "all_runs.csv") as f:
+        assert sorted(r["source"] for r in csv.DictReader(f)) == [RUN, SWEEP, PARTIAL]
     html = (results / "report" / "index.html").read_text()
     assert 'id="warnings"' in html and BROKEN in html
     assert BROKEN in (results / "report" / "comparison.md").read_text()

@@ -40,6 +40,9 @@ def run(args) -> int:
     predictions = [r for r in results if isinstance(r, Prediction)]
     for f in failures:
         print(f"error: {f.path}: {f.error}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(failures) + len(predictions)} inputs could not be predicted",
+              file=sys.stderr)
     if args.show_preprocessed and predictions:
         save_preprocessed(predictions, args.show_preprocessed)
     if args.json:

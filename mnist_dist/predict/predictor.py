@@ -10,7 +10,7 @@ import torch
 
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import predict_proba
-from .preprocess import ImageError, dark_background, preprocess, read_image, recipe_for
+from .preprocess import RECIPES, ImageError, dark_background, preprocess, read_image, recipe_for
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Predictor:
     """Loads a model file once; predicts files or ready 28x28 uint8 arrays."""
 
     def __init__(self, model_path: str | Path, recipe: str = "auto", device: str = "cpu"):
+        if recipe != "auto" and recipe not in RECIPES:
+            raise ValueError(f"unknown preprocessing {recipe!r}; choose auto or {', '.join(RECIPES)}")
         self.model, self.payload = load_model(model_path, device)
         self.device = device
         self.spec = input_spec(self.payload)

@@ -30,6 +30,7 @@ class ModelSection:
     source: Source
     figures: list[Figure]
     arch: object = None  # ArchSummary, or a str saying why there is none
+    note: str = ""  # why there are no figures
 
 
 @dataclass
@@ -106,6 +107,14 @@ def model_section(row: dict, src: Source, draw: Drawer, data_dir, cache: dict) -
 
     k, title = slug(src.name), f"{src.arch} on {src.dataset} ({src.name})"
     ev = src.evaluation
+    try:
+        classes = len(ev["classes"]) if ev and ev.get("classes") else 10
+        arch = summarize(src.arch, classes)
+    except Exception as e:  # an architecture no longer in the registry, say
+        arch = f"no architecture summary: {type(e).__name__}: {e}"
+    if ev is None and src.history is None:  # nothing trained: one line, not five empty figures
+        why = src.summary.get("error") or "no evaluation.json and no history"
+        return ModelSection(row, src, [], arch, note=f"no trained model to show: {why}")
 
     def grid(correct: bool):
         return lambda p: images.prediction_grid(src, images.source_dataset(src, data_dir, cache),
@@ -115,11 +124,6 @@ def model_section(row: dict, src: Source, draw: Drawer, data_dir, cache: dict) -
             draw(f"{k}-per-class", "Per-class accuracy", lambda p: plots.per_class(ev, title, p)),
             draw(f"{k}-correct", "Correctly classified test images", grid(True)),
             draw(f"{k}-wrong", "Misclassified test images", grid(False))]
-    try:
-        classes = len(ev["classes"]) if ev and ev.get("classes") else 10
-        arch = summarize(src.arch, classes)
-    except Exception as e:  # an architecture no longer in the registry, say
-        arch = f"no architecture summary: {type(e).__name__}: {e}"
     return ModelSection(row, src, figs, arch)
 
 

@@ -68,7 +68,7 @@ def read_json(path: Path, what: str, warnings: list[str], required: bool = False
     """A JSON object from `path`, or None plus a warning saying what is wrong with it."""
     if not path.is_file():
         if required:
-            warnings.append(f"{path.parent}: {what} {path.name} is missing")
+            warnings.append(f"{path.parent}: {path.name} is missing, so no {what}")
         return None
     try:
         obj = json.loads(path.read_text())
@@ -114,7 +114,7 @@ def read_predictions(path: Path, warnings: list[str]) -> dict | None:
 
 def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src = Source("sweep", folder.name, folder, summary)
-    src.config = read_json(folder / "config.json", "search space", warnings, required=True)
+    src.config = read_json(folder / "config.json", "search-space checks", warnings, required=True)
     src.trials = read_csv(folder / "trials.csv", "per-trial plots", warnings)
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")

@@ -202,7 +202,8 @@ def models_section(rep) -> str:
                       f"{escape(m.source.dataset)}</h3><p class=\"kv\"><span>test acc <b>{escape(d['test_acc'])}"
                       f"</b></span><span>loss {escape(d['test_loss'])}</span><span>from "
                       f"{escape(d['source'])}</span><span>{escape(d['best_config'])}</span></p>"
-                      f'<p class="note">{escape(desc)}</p>' + arch_block(m.arch) + figs(m.figures))
+                      f'<p class="note">{escape(desc)}</p>' + arch_block(m.arch)
+                      + (f'<p class="missing">{escape(m.note)}</p>' if m.note else figs(m.figures)))
     return '<section id="models"><h2>5. Best models</h2>' + "".join(blocks) + "</section>"
 
 

@@ -38,6 +38,12 @@ def num(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def accuracy(v) -> float | None:
+    """An accuracy in [0, 1], else None (the training loop's -1 means 'none yet')."""
+    f = num(v)
+    return f if f is not None and 0.0 <= f <= 1.0 else None
+
+
 def published(arch: str, dataset: str) -> tuple[str, float | None, str]:
     """The source's published result, and its accuracy only when measured on this dataset:
     a number from MNIST says nothing about the same network on Fashion-MNIST."""
@@ -66,12 +72,12 @@ def source_row(src: Source) -> dict:
     sweep = src.kind == "sweep"
     seeds = s.get("final_seeds") if isinstance(s.get("final_seeds"), dict) else {}
     pub_text, pub_acc, pub_dataset = published(src.arch, src.dataset)
-    test_acc = num(s.get("test_acc"))
+    test_acc = accuracy(s.get("test_acc"))
     row = {
         "arch": src.arch, "dataset": src.dataset, "kind": src.kind, "source": src.name,
-        "test_acc": test_acc, "test_acc_mean": num(seeds.get("test_acc_mean")),
+        "test_acc": test_acc, "test_acc_mean": accuracy(seeds.get("test_acc_mean")),
         "test_acc_std": num(seeds.get("test_acc_std")), "seeds": len(seeds.get("test_acc") or []) or None,
-        "test_loss": num(s.get("test_loss")), "val_acc": num(s.get("best_val_acc")),
+        "test_loss": num(s.get("test_loss")), "val_acc": accuracy(s.get("best_val_acc")),
         "test_images": src.test_images,
         "train_time_s": num(s.get("best_train_time_s")) if sweep else
         (history_train_time(src) or num(s.get("train_time_s"))),

@@ -11,24 +11,22 @@ from ..models import list_models
 from .spec import load_spec
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
+def at_least(cast, low):
+    """An argparse type: `cast(s)`, rejected unless >= low, with a message saying so."""
+    def parse(s: str):
+        try:
+            v = cast(s)
+        except ValueError:
+            kind = "an integer" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"{s!r} is not {kind}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} must be >= {low}")
+        return v
+    return parse
 
 
-def non_negative_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
-    return v
+positive_int = at_least(int, 1)
+non_negative_float = at_least(float, 0.0)
 
 
 def add_arguments(p) -> None:
