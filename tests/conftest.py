@@ -58,7 +58,9 @@ def ray_session():
     if not ray.is_initialized():
         from mnist_dist.sweeps.runner import runtime_env
 
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env=runtime_env())
+        # The dashboard serves the State API, which Ray Train's placement-group cleaner
+        # needs to release the workers of trials that ASHA stopped.
+        ray.init(num_cpus=4, dashboard_host="127.0.0.1", runtime_env=runtime_env())
     yield ray
     ray.shutdown()
 

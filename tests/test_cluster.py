@@ -139,7 +139,7 @@ class LocalCluster:
         self.token.chmod(0o600)
         self.nodes: dict[str, Node] = {}
         self.port = free_port()
-        self.address = ""
+        self.address = f"{node_ip()}:{self.port}"
         self.others: list[subprocess.Popen] = []  # drivers and helpers started against it
 
     @property
@@ -148,7 +148,10 @@ class LocalCluster:
         # Token auth on, with this cluster's own token. An explicit --address does not pick up
         # ~/.ray/auth_token by itself: RAY_AUTH_MODE=token is needed (Ray 2.60), here and on a cluster.
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token),
-                   RAY_USAGE_STATS_ENABLED="0", MNIST_DIST_DATA_DIR=str(DATA_DIR))
+                   RAY_USAGE_STATS_ENABLED="0", MNIST_DIST_DATA_DIR=str(DATA_DIR),
+                   # Ray's own processes that look for "the" cluster (Train's placement-group
+                   # cleaner does) must find this one, not another Ray on this host.
+                   RAY_ADDRESS=self.address)
         return env
 
     def _start(self, name: str, args: list[str], env: dict) -> Node:
@@ -168,35 +171,34 @@ class LocalCluster:
 
     def start_head(self, num_cpus: int, resources: dict | None = None, env: dict | None = None,
                    autoscaling_config: Path | None = None) -> Node:
+        # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner uses;
+        # on localhost only, as on a cluster made from cluster.yaml.
         args = ["--head", "--port", str(self.port), "--num-cpus", str(num_cpus),
-                "--temp-dir", str(self.temp_dir), "--include-dashboard", "false",
+                "--temp-dir", str(self.temp_dir), "--dashboard-host", "127.0.0.1",
                 "--dashboard-port", str(free_port()), "--resources", json.dumps(resources or {})]
         if autoscaling_config:
             args += ["--autoscaling-config", str(autoscaling_config)]
-        node = self._start("head", args, {**self.env, **(env or {})})
-        self.address = f"{node_ip()}:{self.port}"
-        return node
+        return self._start("head", args, {**self.env, **(env or {})})
 
     def add_node(self, name: str, num_cpus: int, resources: dict | None = None) -> Node:
         return self._start(name, ["--address", self.address, "--num-cpus", str(num_cpus),
                                   "--resources", json.dumps(resources or {})], self.env)
 
-    def sweep(self, args: list[str], log_name: str = "sweep.log") -> subprocess.Popen:
+    def sweep(self, args: list[str], log: Path) -> subprocess.Popen:
         """Start `sweeps/run.py ARGS --address ...` (the sweep's driver) in the background."""
-        log = open(self.workdir / log_name, "a")
         proc = subprocess.Popen(RUN + args + ["--address", self.address, "--quiet"], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=open(log, "a"), stderr=subprocess.STDOUT)
+        proc.log = log
         self.others.append(proc)
         return proc
 
-    def finish(self, proc: subprocess.Popen, log_name: str = "sweep.log") -> None:
+    def finish(self, proc: subprocess.Popen) -> None:
         try:
             rc = proc.wait(timeout=SWEEP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = "timeout"
-        log = (self.workdir / log_name).read_text()
-        assert rc == 0, f"sweep exited {rc}:\n{log[-4000:]}"
+        assert rc == 0, f"sweep exited {rc}:\n{proc.log.read_text()[-4000:]}"
 
     def train_workers(self) -> set[int]:
         """PIDs of the Ray Train worker actors (class RayTrainWorker) on any node of this cluster."""
@@ -247,6 +249,13 @@ def epochs(sweep: Path, trial_id: str) -> list[int]:
     return [int(r["epoch"]) for r in read_csv(sweep / "histories" / f"{trial_id}.csv")]
 
 
+def reported_epochs(sweep: Path, trial_id: str) -> list[int]:
+    """Every epoch the trial reported to Tune, in order, from Tune's own result.json: a
+    restart from scratch would show epoch 1 twice."""
+    path, = sweep.glob(f"tune/*_{trial_id}_*/result.json")
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
 def train_progress(sweep: Path) -> dict[str, dict]:
     """trial id -> metrics of the trial's latest persisted checkpoint, from Ray Train's own
     checkpoint_manager_snapshot.json (written after each checkpoint lands in storage)."""
@@ -260,12 +269,13 @@ def train_progress(sweep: Path) -> dict[str, dict]:
     return progress
 
 
-def wait_for(what: str, condition, proc: subprocess.Popen, log: Path, timeout: float = 300):
+def wait_for(what: str, condition, proc: subprocess.Popen, timeout: float = 300):
+    """Poll `condition` until it returns something true, while the sweep `proc` runs."""
     deadline = time.time() + timeout
     while not (result := condition()):
         if proc.poll() is not None or time.time() > deadline:
             raise AssertionError(f"never happened: {what} (sweep rc {proc.poll()})\n"
-                                 f"{log.read_text()[-3000:] if log.exists() else ''}")
+                                 f"{proc.log.read_text()[-3000:]}")
         time.sleep(0.1)
     return result
 
@@ -328,7 +338,7 @@ def test_sweep_runs_trials_on_both_nodes_and_gathers_results(two_nodes, tmp_path
     cfg = write_spec(tmp_path / "mlp.yaml", trials=2, max_concurrent=2,
                      fixed={"epochs": 2, "train_limit": 2000, "test_limit": 500},
                      space={"lr": {"choice": [0.01, 0.03]}})
-    cluster.finish(cluster.sweep(sweep_args("mlp", cfg, tmp_path, "multi")))
+    cluster.finish(cluster.sweep(sweep_args("mlp", cfg, tmp_path, "multi"), tmp_path / "sweep.log"))
     sweep = tmp_path / "multi"
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["trials_run"] == summary["completed"] == 2
@@ -351,27 +361,33 @@ def test_killed_train_worker_resumes_from_its_last_checkpoint(two_nodes, tmp_pat
     cluster = two_nodes
     cfg = write_spec(tmp_path / "lenet5.yaml", trials=1, fixed=SLOW["fixed"],
                      space={"lr": {"choice": [0.001]}})
-    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "kill-worker"))
-    sweep, log = tmp_path / "kill-worker", tmp_path / "sweep.log"
+    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "kill-worker"), tmp_path / "sweep.log")
+    sweep = tmp_path / "kill-worker"
     wait_for("epoch 1 checkpointed", lambda: any(
-        m.get("epoch", 0) >= 1 and not m.get("finished") for m in train_progress(sweep).values()), proc, log)
-    victim, = wait_for("one Train worker", lambda: len(w := cluster.train_workers()) == 1 and w, proc, log)
+        m.get("epoch", 0) >= 1 and not m.get("finished") for m in train_progress(sweep).values()), proc)
+    victim, = wait_for("one Train worker", lambda: len(w := cluster.train_workers()) == 1 and w, proc)
     epoch_at_kill = max(m["epoch"] for m in train_progress(sweep).values())
     os.kill(victim, signal.SIGKILL)
-    respawned = wait_for("a new Train worker", lambda: cluster.train_workers() - {victim}, proc, log)
+    respawned = wait_for("a new Train worker", lambda: cluster.train_workers() - {victim}, proc)
     cluster.finish(proc)
     rows = read_csv(sweep / "trials.csv")
     assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["epochs_run"] == "3"
-    assert epochs(sweep, rows[0]["trial_id"]) == [1, 2, 3]  # continued after epoch_at_kill
+    assert reported_epochs(sweep, rows[0]["trial_id"]) == [1, 2, 3]  # continued after epoch_at_kill
     assert epoch_at_kill < 3 and respawned
     # Ray Train absorbed the failure: Tune saw one start, one completion, no error.
     assert [e["event"] for e in events(sweep)] == ["start", "complete"]
 
 
+def checkpoints(sweep: Path, trial_id: str) -> list[str]:
+    return sorted(p.name for p in (sweep / "train" / f"train-{trial_id}").glob("checkpoint_*"))
+
+
 @pytest.mark.slow
 def test_sweep_resumes_after_its_driver_is_killed(two_nodes, tmp_path):
-    """(b) SIGKILL the sweep's driver after its first trial finished; `--resume` against the
-    same cluster completes it without re-running finished trials or losing their results."""
+    """(b) SIGKILL the sweep's driver just after a trial finished; `--resume` against the same
+    cluster completes the sweep without training finished trials again or losing their results.
+    Tune's snapshot of the sweep may be up to 10 s older than the kill and still call such a
+    trial running: Tune then starts it again, and it must hand back its final result untrained."""
     import optuna
 
     cluster = two_nodes
@@ -379,19 +395,21 @@ def test_sweep_resumes_after_its_driver_is_killed(two_nodes, tmp_path):
                      fixed={"epochs": 2, "train_limit": 1000, "test_limit": 500},
                      space={"lr": {"loguniform": [0.001, 0.1]}})
     args = sweep_args("mlp", cfg, tmp_path, "kill-driver")
-    sweep, log = tmp_path / "kill-driver", tmp_path / "sweep.log"
-    proc = cluster.sweep(args)
-    wait_for("a trial completed", lambda: any(e["event"] == "complete" for e in events(sweep)), proc, log)
-    proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: a crashed driver or lost laptop
+    sweep = tmp_path / "kill-driver"
+    proc = cluster.sweep(args, tmp_path / "sweep.log")
+    wait_for("a trial completed", lambda: any(e["event"] == "complete" for e in events(sweep)), proc)
+    proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: a crashed driver or a lost laptop
     proc.wait(timeout=30)
     done = {e["trial_id"]: e for e in events(sweep) if e["event"] == "complete"}
+    trained = {t: checkpoints(sweep, t) for t in done}
     assert 1 <= len(done) < 3 and not (sweep / "summary.json").exists()
-    cluster.finish(cluster.sweep(args + ["--resume"]))
+    cluster.finish(cluster.sweep(args + ["--resume"], tmp_path / "resume.log"))
     rows = {r["trial_id"]: r for r in read_csv(sweep / "trials.csv")}
     assert len(rows) == 3 and {r["status"] for r in rows.values()} == {"completed"}
-    starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
     for trial_id, event in done.items():
-        assert starts.count(trial_id) == 1, f"finished trial {trial_id} was run again"
+        # not trained again: its Train run ends with the checkpoint it had before the kill
+        assert checkpoints(sweep, trial_id) == trained[trial_id], f"{trial_id} was trained again"
+        assert Path(rows[trial_id]["checkpoint_path"]).name == trained[trial_id][-1]
         assert float(rows[trial_id]["best_val_acc"]) == event["best_val_acc"]  # its result kept
         assert epochs(sweep, trial_id) == [1, 2]
     study = optuna.load_study(study_name="kill-driver", storage=f"sqlite:///{sweep / 'optuna.db'}")
@@ -407,20 +425,20 @@ def test_sweep_survives_losing_a_node(two_nodes, tmp_path):
     node_a, node_b = cluster.nodes["head"].node_id, cluster.nodes["b"].node_id
     cfg = write_spec(tmp_path / "lenet5.yaml", trials=2, max_concurrent=2, fixed=SLOW["fixed"],
                      space={"lr": {"choice": [0.001, 0.002]}})
-    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "lose-node"))
-    sweep, log = tmp_path / "lose-node", tmp_path / "sweep.log"
+    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "lose-node"), tmp_path / "sweep.log")
+    sweep = tmp_path / "lose-node"
 
     def on_b_mid_run():
         return next((t for t, m in train_progress(sweep).items()
                      if m.get("node_ids") == node_b and not m.get("finished")), None)
 
-    moved = wait_for("a trial checkpointed on node b", on_b_mid_run, proc, log)
+    moved = wait_for("a trial checkpointed on node b", on_b_mid_run, proc)
     cluster.nodes["b"].kill()
     cluster.finish(proc)
     rows = {r["trial_id"]: r for r in read_csv(sweep / "trials.csv")}
     assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"completed"}
     assert set(rows[moved]["node_ids"].split(",")) == {node_a, node_b}  # moved to the head
-    assert epochs(sweep, moved) == [1, 2, 3]  # resumed from its checkpoint, not from epoch 1
+    assert reported_epochs(sweep, moved) == [1, 2, 3]  # resumed from its checkpoint, not epoch 1
     other = next(t for t in rows if t != moved)
     assert rows[other]["node_ids"] == node_a
 
@@ -483,7 +501,7 @@ def test_autoscaler_adds_a_node_for_a_sweep(tmp_path):
         assert hold.stdout.readline().split() == ["held", head.node_id]
         cfg = write_spec(tmp_path / "mlp.yaml", trials=1, space={"lr": {"choice": [0.01]}},
                          fixed={"epochs": 1, "train_limit": 1000, "test_limit": 500})
-        cluster.finish(cluster.sweep(sweep_args("mlp", cfg, tmp_path, "autoscaled")))
+        cluster.finish(cluster.sweep(sweep_args("mlp", cfg, tmp_path, "autoscaled"), tmp_path / "sweep.log"))
         row, = read_csv(tmp_path / "autoscaled" / "trials.csv")
         assert row["status"] == "completed"
         assert row["node_ids"] and row["node_ids"] != head.node_id  # ran on the launched node
@@ -583,26 +601,47 @@ def _hex_ip(h: str) -> str:
 
 EMBEDDED = """
 import sys, ray
-from ray._private.authentication.authentication_utils import is_token_auth_enabled
 from mnist_dist.sweeps.runner import SweepOptions, init_ray
 init_ray(SweepOptions())
-print(ray._private.worker._global_node.webui_url, is_token_auth_enabled(), flush=True)
+print(ray._private.worker._global_node.webui_url, flush=True)
 sys.stdin.readline()
 ray.shutdown()
 """
 
 
+def http_status(url: str, token: str | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 @pytest.mark.slow
-def test_embedded_ray_dashboard_listens_on_localhost_only_with_token_auth():
+def test_embedded_ray_has_token_auth_and_a_localhost_only_dashboard(tmp_path):
+    """The sweep's own local Ray (no --address): Ray 2.60 turns token auth on and writes a
+    token to ~/.ray/auth_token (a fresh HOME here); the dashboard listens on 127.0.0.1 only
+    and answers its API only with that token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env["HOME"] = str(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", EMBEDDED], cwd=REPO, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        url, token_auth = proc.stdout.readline().split()
+        url = proc.stdout.readline().strip()
         host, port = url.rsplit(":", 1)
-        assert host == "127.0.0.1" and token_auth == "True"
+        assert host == "127.0.0.1", url
         assert listening(int(port)) == {"127.0.0.1"}  # not 0.0.0.0, not the host's address
+        token = (tmp_path / ".ray" / "auth_token").read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{64}", token)  # 256 random bits
+        api = f"http://{url}/api/version"
+        assert http_status(api) == 401  # no token
+        assert http_status(api, "0" * 64) == 403  # a wrong one
+        assert http_status(api, token) == 200
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(timeout=60)

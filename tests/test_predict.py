@@ -162,7 +162,7 @@ def test_bad_files_get_errors_and_the_rest_is_predicted(tmp_path, capsys, traine
                            tmp_path / "no_images")
     assert rc == 1
     assert [line.split("\t")[:2] for line in out.strip().splitlines()] == \
-        [[str(p), p.name[0]] for p in good]
+        [[str(p), p.name[0]] for p in sorted(good)]
     errors = {line.split(": ")[1]: line for line in err.strip().splitlines() if line.startswith("error:")}
     assert "not an image" in errors[str(tmp_path / "in" / "notes.png")]
     assert "empty file" in errors[str(tmp_path / "in" / "empty.png")]

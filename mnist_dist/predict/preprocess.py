@@ -81,7 +81,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
         # Transparent pixels are paper: a digit drawn on a transparent canvas has its
         # shape only in the alpha channel, so composite over white.
         alpha = img[..., 3:].astype(np.float32) / 255
-        img = (img[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+        img = np.rint(img[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
     if img.ndim == 3 and img.shape[2] == 3:
         return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     return img.reshape(img.shape[:2])

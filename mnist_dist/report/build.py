@@ -119,7 +119,8 @@ def model_section(row: dict, src: Source, draw: Drawer, data_dir, cache: dict) -
     def grid(correct: bool):
         return lambda p: images.prediction_grid(src, images.source_dataset(src, data_dir, cache),
                                                 correct, title, p)
-    figs = [draw(f"{k}-learning-curves", "Learning curves", lambda p: plots.learning_curves(src.history, title, p)),
+    figs = [draw(f"{k}-learning-curves", "Learning curves",
+                 lambda p: plots.learning_curves(src.history, title, p)),
             draw(f"{k}-confusion", "Confusion matrix", lambda p: plots.confusion(ev, title, p)),
             draw(f"{k}-per-class", "Per-class accuracy", lambda p: plots.per_class(ev, title, p)),
             draw(f"{k}-correct", "Correctly classified test images", grid(True)),

@@ -88,11 +88,11 @@ def pairwise(sources: list) -> list[dict]:
         if n is None:
             continue
         labels = a.predictions["labels"][:n]
-        m = mcnemar(*discordant(labels, a.predictions["predictions"][:n], b.predictions["predictions"][:n]))
-        acc = lambda s: float((s.predictions["predictions"][:n] == labels).mean())  # noqa: E731
-        rows.append({"dataset": a.dataset, "a": a.arch, "b": b.arch, "a_source": a.name,
-                     "b_source": b.name, "n": n, "acc_a": acc(a), "acc_b": acc(b), "b_count": m.b,
-                     "c_count": m.c, "method": m.method, "statistic": m.statistic,
+        pred_a, pred_b = a.predictions["predictions"][:n], b.predictions["predictions"][:n]
+        m = mcnemar(*discordant(labels, pred_a, pred_b))
+        rows.append({"dataset": a.dataset, "a": a.arch, "b": b.arch, "a_source": a.name, "b_source": b.name,
+                     "n": n, "acc_a": float((pred_a == labels).mean()), "acc_b": float((pred_b == labels).mean()),
+                     "b_count": m.b, "c_count": m.c, "method": m.method, "statistic": m.statistic,
                      "p_value": m.p_value, "verdict": verdict(a.arch, b.arch, m)})
     return rows
 

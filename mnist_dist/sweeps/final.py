@@ -4,6 +4,7 @@ One seed's accuracy is one sample; the spread over seeds says how much of a
 difference between two configs (or architectures) is noise."""
 from __future__ import annotations
 
+import shutil
 import statistics
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, ray) -> dict:
     if "best_config" not in summary:
         return {"error": "no best config to retrain"}
     seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
+    shutil.rmtree(sweep_dir / "final", ignore_errors=True)  # a resumed sweep retrains them afresh
     base = base_config(spec, opts)
     params = {**summary["best_config"], "seed": tune.grid_search(seeds)}
     tuner = tune.Tuner(

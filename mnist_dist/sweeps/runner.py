@@ -62,7 +62,9 @@ def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
 
 # Ray Train's controller collects worker reports when it polls them, every 2 s by
 # default: a 0.2 s epoch then takes 2 s. Polling at 0.2 s costs little CPU.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# A worker group that takes over 60 s to start fails its trial; on a loaded machine (or
+# while a stopped trial's workers are being released) it should wait, so allow 10 min.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
 def runtime_env() -> dict:
