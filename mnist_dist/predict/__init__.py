@@ -2,7 +2,7 @@
 folder, `export` to TorchScript/ONNX. Preprocessing (preprocess.py) turns photos and
 scans into the 28x28 inputs the model was trained on."""
 from .predictor import Failure, Prediction, Predictor, save_preprocessed
-from .preprocess import ImageError, preprocess, read_image, recipe_for
+from .preprocess import ImageError, read_image, recipe_for
 
-__all__ = ["Failure", "ImageError", "Prediction", "Predictor", "preprocess", "read_image",
-           "recipe_for", "save_preprocessed"]
+__all__ = ["Failure", "ImageError", "Prediction", "Predictor", "read_image", "recipe_for",
+           "save_preprocessed"]
