@@ -37,6 +37,9 @@ FAMILIES = {
 }
 
 
+VARIANTS = [("predict", "digit", True), ("no thickening", "digit", False), ("plain resize", "plain", True)]
+
+
 def find_fonts() -> dict[str, str]:
     """{font file path: group} for the installed TrueType/OpenType fonts of FAMILIES."""
     found = {}
@@ -169,10 +172,11 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         records = render(fonts, args.photos, args.seed, folder)
         paths = [Path(r["path"]) for r in records]
-        # "digit" is what predict does for MNIST models; "plain" (grayscale, polarity,
-        # squash the whole image to 28x28) shows what that preprocessing is worth.
-        for recipe in ("digit", "plain"):
-            scores[recipe] = score(records, Predictor(args.model, recipe).predict_files(paths))
+        # "predict" is what `mnist-dist predict` does for MNIST models; the others show
+        # what its stroke thickening, and the whole MNIST recipe, are worth.
+        for name, recipe, thicken in VARIANTS:
+            predictor = Predictor(args.model, recipe, thicken=thicken)
+            scores[name] = score(records, predictor.predict_files(paths))
     report(scores, fonts, args)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "photos": args.photos,
@@ -185,13 +189,14 @@ def report(scores: dict, fonts: dict, args) -> None:
         groups[g] += 1
     print(f"model {args.model}; {len(fonts)} fonts ({dict(groups)}), 10 digits, 1 clean + "
           f"{args.photos} photographed each, seed {args.seed}")
-    digit, plain = scores["digit"], scores["plain"]
-    print(f"  {'':28s} {'predict':>8s} {'plain resize':>13s}")
-    for key in digit:
+    names = [name for name, _, _ in VARIANTS]
+    print(f"  {'':28s}" + "".join(f"{n:>15s}" for n in names))
+    for key, s in scores["predict"].items():
         if not key.startswith("font="):
-            print(f"  {key:28s} {100 * digit[key]['accuracy']:7.1f}% {100 * plain[key]['accuracy']:12.1f}%"
-                  f"  (n={digit[key]['n']})")
-    worst = sorted((s["accuracy"], k) for k, s in digit.items() if k.startswith("font=") and "photo" in k)[:5]
+            print(f"  {key:28s}" + "".join(f"{100 * scores[n][key]['accuracy']:14.1f}%" for n in names)
+                  + f"  (n={s['n']})")
+    worst = sorted((s["accuracy"], k) for k, s in scores["predict"].items()
+                   if k.startswith("font=") and "photo" in k)[:5]
     print("  hardest fonts (photo, predict): " + ", ".join(f"{k[5:-6]} {100 * a:.0f}%" for a, k in worst))
 
 

@@ -23,9 +23,11 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=1, metavar="K",
                    help="also show the K most likely classes with their probabilities")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list of {path, label, probability, probabilities}")
+                   help="print a JSON list of {path, label, probability, probabilities} "
+                        "(all classes; --top-k is for the text output)")
     p.add_argument("--show-preprocessed", metavar="DIR",
                    help="write each 28x28 model input to DIR as PNG, to see what the model saw")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     add_preprocess_flags(p)
 
 

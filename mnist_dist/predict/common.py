@@ -20,7 +20,6 @@ def add_preprocess_flags(p) -> None:
                         "Fashion-MNIST/KMNIST (resize the whole image), 'plain' for image-folder "
                         "models (as their training images were read)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
 
 
 def model_error(e: CheckpointError) -> int:

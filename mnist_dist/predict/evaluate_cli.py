@@ -5,12 +5,14 @@
 --images: a folder of labelled images, each put through the same preprocessing as
   `predict`, so the figure is what `predict` will do on such images. ROOT/test/ is
   used when there is one (the layout `load_image_folder` trains on), otherwise every
-  image under ROOT. Labels come from `{label}/` subfolders or `{label}_{index}.png`.
+  image under ROOT. Labels come from `{label}/` subfolders or `{label}_{index}.png`;
+  a label is a class name or a class number (0 = the model's first class).
 """
 from __future__ import annotations
 
 import json
 import sys
+
 import numpy as np
 import torch
 
@@ -67,19 +69,28 @@ def _dataset(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tensor, in
     return f"{args.dataset} test split", ds.test_x, ds.test_y, 0
 
 
+def class_index(label: str, classes: list[str]) -> int | None:
+    """A label is a class name, or its number (class names like 'T-shirt/top' cannot be
+    file or folder names)."""
+    if label in classes:
+        return classes.index(label)
+    return int(label) if label.isdigit() and int(label) < len(classes) else None
+
+
 def _image_folder(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tensor, int]:
     folder, items = labelled_images(args.images)
-    unknown = sorted({lbl for _, lbl in items} - set(pred.classes))
+    index = {lbl: class_index(lbl, pred.classes) for _, lbl in items}
+    unknown = sorted(lbl for lbl, i in index.items() if i is None)
     if unknown:
         raise DataError(f"{folder}: labels {', '.join(unknown)} are not classes of this model "
-                        f"({', '.join(pred.classes)})")
+                        f"({', '.join(pred.classes)}) nor class numbers 0-{len(pred.classes) - 1}")
     if args.limit:
         items = items[:args.limit]
     images, labels, failed = [], [], 0
     for path, label in items:
         try:
             images.append(pred.prepare(path))
-            labels.append(pred.classes.index(label))
+            labels.append(index[label])
         except ImageError as e:  # reported and skipped, as `predict` does
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1

@@ -38,7 +38,8 @@ class Failure:
 class Predictor:
     """Loads a model file once; predicts files or ready 28x28 uint8 arrays."""
 
-    def __init__(self, model_path: str | Path, recipe: str = "auto", device: str = "cpu"):
+    def __init__(self, model_path: str | Path, recipe: str = "auto", device: str = "cpu",
+                 thicken: bool = True):
         if recipe != "auto" and recipe not in RECIPES:
             raise ValueError(f"unknown preprocessing {recipe!r}; choose auto or {', '.join(RECIPES)}")
         self.model, self.payload = load_model(model_path, device)
@@ -49,10 +50,11 @@ class Predictor:
         self.classes = [str(c) for c in self.payload["classes"]]
         self.recipe = recipe_for(self.payload) if recipe == "auto" else recipe
         self.dark = dark_background(self.payload)
+        self.thicken = thicken
 
     def prepare(self, path: str | Path) -> np.ndarray:
         """One file -> its (28, 28) uint8 model input; ImageError says what is wrong."""
-        return preprocess(read_image(path), self.recipe, self.dark)
+        return preprocess(read_image(path), self.recipe, self.dark, self.thicken)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(N, 28, 28) uint8 -> (N, classes) probabilities, through the same input

@@ -7,15 +7,17 @@ those steps on an arbitrary image:
 
   grayscale -> polarity (ink made light, background dark) -> blur + Otsu to find the
   ink, specks ignored -> background levelled to 0 and ink to 255, grey edges kept ->
-  crop to the ink -> fit into 20x20 -> place in 28x28 by centre of mass.
+  crop to the ink -> thin pen strokes widened to MNIST's width -> fit into 20x20 ->
+  place in 28x28 by centre of mass.
 
 An MNIST test image goes through unchanged: its box is already 20 pixels, its
 background already 0, its ink already 255.
 
 Fashion-MNIST and KMNIST were not made that way (their objects fill the frame), so
-the "fit" recipe only does grayscale, polarity, background levelling and a resize
-that keeps the aspect ratio. Models trained on an image folder get "plain": exactly
-what `load_image_folder` did to their training images (grayscale, resize to 28x28).
+the "fit" recipe only does grayscale, polarity, background levelling, trimming of
+the empty margins and a resize of the longer side to 28 (Fashion-MNIST's own steps). Models trained on an image folder get "plain": what
+`load_image_folder` did to their training images (grayscale, resize to 28x28), in
+the polarity the model was trained on.
 """
 from __future__ import annotations
 
@@ -29,14 +31,16 @@ BOX = 20  # MNIST's digit box inside that frame
 CENTRE = 14.0  # where MNIST puts the centre of mass (its mean over the training set is 14.0, 14.0)
 MIN_CONTRAST = 24  # grey levels between paper and ink below which a page counts as blank
 RECIPES = ("digit", "fit", "plain")
-THICKEN = True
-MNIST_STROKE = 2.2  # median stroke width of MNIST digits, in pixels of the 28x28 image
-THIN_STROKE = 1.5  # MNIST's 5th percentile: thinner strokes get thickened
+MAX_SIDE = 1024  # larger images are shrunk to this first (speed; a digit ends up 20 px)
+# MNIST's stroke width, in its pixels, is 2.2 (median) and 1.5 (5th percentile).
+# Thinner strokes are widened to 1.8: measured best on thin-pen digits (notes/predict.md).
+THIN_STROKE = 1.5
+TARGET_STROKE = 1.8
 _FIT_DATASETS = {"fashion-mnist", "kmnist"}
 
 
 class ImageError(ValueError):
-    """An input that cannot become a model input; the message names the file and why."""
+    """An input that cannot become a model input; the message says why (callers add the path)."""
 
 
 def recipe_for(payload: dict) -> str:
@@ -95,28 +99,42 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         return (img // 257).astype(np.uint8)
-    img = img.astype(np.float64)  # float TIFFs: [0, 1] or any range
-    lo, hi = float(img.min()), float(img.max())
-    scale = 255.0 if lo >= 0 and hi <= 1 else 255.0 / max(hi - lo, 1e-12)
-    return np.clip((img - (0 if scale == 255.0 else lo)) * scale, 0, 255).astype(np.uint8)
+    img = img.astype(np.float64)  # float TIFFs in [0, 1]; anything else is stretched to it
+    if img.min() < 0 or img.max() > 1:
+        img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+    return np.rint(img * 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- the recipes
 
 
-def preprocess(gray: np.ndarray, recipe: str = "digit", dark: bool = True) -> np.ndarray:
+def preprocess(gray: np.ndarray, recipe: str = "digit", dark: bool = True,
+               thicken: bool = True) -> np.ndarray:
     """A 2-D uint8 image -> (28, 28) uint8 as the model saw in training.
 
     dark: the model wants light ink on a dark background (MNIST, Fashion-MNIST).
+    thicken: widen thin pen strokes to MNIST's width ("digit" recipe only).
     Raises ImageError for a blank page (nothing that stands out from the paper)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown preprocessing {recipe!r}; choose from {', '.join(RECIPES)}")
-    if recipe == "plain":  # as load_image_folder read the training images
-        out = cv2.resize(gray, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-        return out if _light_background(out, _otsu(out)) != dark else 255 - out
-    ink = _light_ink(gray)
-    out = mnist_digit(ink) if recipe == "digit" else fit_frame(ink)
+    ink = _light_ink(_at_most(gray, MAX_SIDE))
+    if recipe == "digit":
+        out = mnist_digit(ink, thicken)
+    elif recipe == "fit":
+        out = fit_frame(ink)
+    else:  # as load_image_folder read the training images (but with the model's polarity)
+        out = cv2.resize(ink, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     return out if dark else 255 - out
+
+
+def _at_most(gray: np.ndarray, side: int) -> np.ndarray:
+    """Shrink big photos first: the result is 28 pixels anyway, and a 12-megapixel image
+    would take seconds per step."""
+    scale = side / max(gray.shape)
+    if scale >= 1:
+        return gray
+    return cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                      interpolation=cv2.INTER_AREA)
 
 
 def _light_ink(gray: np.ndarray) -> np.ndarray:
@@ -149,27 +167,43 @@ def _light_background(gray: np.ndarray, threshold: float) -> bool:
     return float(np.median(_ring(gray))) > threshold
 
 
-def mnist_digit(ink: np.ndarray) -> np.ndarray:
+def mnist_digit(ink: np.ndarray, thicken: bool = True) -> np.ndarray:
     """Light-on-dark image of one digit -> MNIST's 28x28 layout."""
     mask = ink_mask(ink)
     background, top = ink_levels(ink, mask)
     levelled = _within(level(ink, background, top), mask)
-    crop = crop_to_ink(levelled)
-    if THICKEN:
-        crop = crop_to_ink(thicken(crop, mask_crop(mask, levelled)))
+    box = ink_box(levelled)
+    crop = thicken_strokes(levelled[box], mask[box]) if thicken else levelled[box]
     return centre_by_mass(fit_box(crop, BOX))
 
 
 def fit_frame(ink: np.ndarray) -> np.ndarray:
-    """Light-on-dark image of one object -> 28x28, whole image kept, aspect ratio kept.
-    Only the background is levelled to 0 (and the brightest pixel to 255): the object's
-    own grey levels (texture, print) are what Fashion-MNIST keeps."""
-    background = float(np.median(_ring(_blur(ink))))
-    small = fit_box(level(ink, background, float(ink.max())), SIZE)
+    """Light-on-dark image of one object -> 28x28 as Fashion-MNIST was made: margins of
+    background trimmed, longer side resized to 28, aspect ratio kept, centred. Only the
+    background is levelled (to 0, the brightest pixel to 255); the object's own grey
+    levels (texture, print) are kept, as the dataset keeps them."""
+    ring = _ring(ink).astype(np.float64)
+    med = float(np.median(ring))
+    levelled = level(ink, med + 3 * 1.4826 * float(np.median(np.abs(ring - med))), float(ink.max()))
+    if levelled.shape == (SIZE, SIZE):  # already framed (a dataset image): keep its placement
+        return levelled
+    # Trim on the blurred image at 10% of full scale: paper noise and JPEG ringing left
+    # in the margins would otherwise keep the whole page.
+    small = fit_box(levelled[content_box(_blur(levelled) > 25)], SIZE)
     out = np.zeros((SIZE, SIZE), np.uint8)
     top, left = (SIZE - small.shape[0]) // 2, (SIZE - small.shape[1]) // 2
     out[top:top + small.shape[0], left:left + small.shape[1]] = small
     return out
+
+
+def content_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Bounding box of the rows and columns with at least 1% of their pixels set: the
+    stray noise pixels left in a photo's margins do not stretch it to the whole page."""
+    rows = np.flatnonzero(mask.sum(1) >= max(1, 0.01 * mask.shape[1]))
+    cols = np.flatnonzero(mask.sum(0) >= max(1, 0.01 * mask.shape[0]))
+    if rows.size == 0 or cols.size == 0:
+        raise ImageError("blank image: nothing stands out from the background")
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def _ring(gray: np.ndarray) -> np.ndarray:
@@ -224,11 +258,6 @@ def _within(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(near > 0, img, 0).astype(np.uint8)
 
 
-def mask_crop(mask: np.ndarray, levelled: np.ndarray) -> np.ndarray:
-    rows, cols = np.flatnonzero(levelled.any(1)), np.flatnonzero(levelled.any(0))
-    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-
-
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: a stroke of length L and width w has area L*w and
     a perimeter of about 2L."""
@@ -237,26 +266,25 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(mask.sum()) / max(perimeter, 1.0)
 
 
-def thicken(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Widen a thin pen stroke to MNIST's typical width before shrinking to 20x20, where
-    it would otherwise fade to a faint grey line. Only for images at least twice the
-    box: at MNIST's own size the estimate is too coarse and the digit is left alone."""
+def thicken_strokes(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Widen a thin pen stroke to about MNIST's width before the shrink to 20x20, where
+    it would fade to a faint hairline (a ballpoint digit in a phone photo). Only for
+    crops at least twice the box: at MNIST's own size the digit is left as it is."""
     scale = BOX / max(crop.shape)
-    if scale > 0.5:
+    width = stroke_width(mask) * scale  # in pixels of the 20x20 box
+    if scale > 0.5 or width >= THIN_STROKE:
         return crop
-    width = stroke_width(mask) * scale
-    if width >= THIN_STROKE:
-        return crop
-    r = max(1, round((MNIST_STROKE - width) / 2 / scale))
-    pad = np.pad(crop, r)
-    return cv2.dilate(pad, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    r = max(1, round((TARGET_STROKE - width) / 2 / scale))  # a disc of radius r adds 2r
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    return cv2.dilate(np.pad(crop, r), disc)  # grey dilation keeps the soft edges
 
 
-def crop_to_ink(img: np.ndarray) -> np.ndarray:
+def ink_box(img: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the non-zero pixels."""
     rows, cols = np.flatnonzero(img.any(1)), np.flatnonzero(img.any(0))
     if rows.size == 0:
         raise ImageError("blank image: no ink left after removing the background")
-    return img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def fit_box(img: np.ndarray, box: int) -> np.ndarray:

@@ -29,6 +29,8 @@ def trial_row(result, histories: Path) -> dict:
     m = result.metrics or {}
     trial_id = m.get("trial_id") or Path(result.path).name
     df = result.metrics_dataframe
+    if df is not None and "epoch" in df.columns:  # a replayed final report repeats its epoch
+        df = df.drop_duplicates("epoch", keep="last")
     cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns]
     epoch_seconds = 0.0
     if cols:

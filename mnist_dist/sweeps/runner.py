@@ -85,8 +85,11 @@ def init_ray(opts: SweepOptions):
     return ray
 
 
-def concurrency(ray, scaling: Scaling, limit: int | None) -> int:
-    """Trials that fit at once: the Train workers hold the resources, the trial itself none."""
+def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:
+    """Trials that fit at once: the Train workers hold the resources, the trial itself none.
+    On a cluster (--address) an explicit limit is taken as given: the autoscaler adds nodes."""
+    if autoscaling and limit:
+        return limit
     res = ray.cluster_resources()
     fit = math.floor(res.get("CPU", 0) / (scaling.workers * scaling.cpus_per_worker) + 1e-9)
     if scaling.gpus_per_worker:
@@ -149,7 +152,8 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec, sweep_dir),
             num_samples=trials,
-            max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)),
+            max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
+                                              autoscaling=bool(opts.address))),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(sweep_dir), verbose=opts.verbose,
             failure_config=tune.FailureConfig(max_failures=1),  # retry a failed trial once

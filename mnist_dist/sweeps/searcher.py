@@ -20,10 +20,24 @@ FINISHED = ("completed", "early_stopped", "diverged")  # statuses our training l
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
+    def _told_already(self, trial_id: str) -> bool:
+        """Optuna has this trial's end although Tune is still running it: Tune's snapshot of a
+        sweep is up to 10 s old, and a resumed sweep replays trials that ended after it."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return (ot_trial is not None
+                and self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished())
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if not self._told_already(trial_id):
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if self._told_already(trial_id):
+            self._completed_trials.add(trial_id)
+            return None
         status = "failed" if error else (result or {}).get("status", "failed")
         if status == "running":  # the scheduler stopped it before its last epoch
             status = "stopped_early"

@@ -34,10 +34,29 @@ class Scaling:
                                        resources_per_worker=resources)
 
 
+def finished_run(path: str) -> dict | None:
+    """The last report of the Ray Train run at `path` if that run went to its end (with its
+    checkpoint's path, as TuneReportCallback reports it); None if it never started or
+    stopped part-way."""
+    try:
+        result = ray.train.Result.from_path(path)
+    except (RuntimeError, OSError, ValueError):  # no such run (yet)
+        return None
+    if not (result.metrics or {}).get("finished") or result.checkpoint is None:
+        return None
+    return {**result.metrics, "checkpoint_path": result.checkpoint.path}
+
+
 def run_trial(params: dict, base: dict, scaling: Scaling, storage: str) -> None:
     """Tune function trainable: base config + the searcher's params -> a Ray Train run."""
     cfg = TrainConfig.from_dict({**base, **params}, source="trial config").to_dict()
     trial_id = tune.get_context().get_trial_id()
+    # Tune snapshots the sweep every 10 s or more; a driver killed within that window of a
+    # trial's end leaves it "running" in the snapshot, and --resume starts it again. Its
+    # Train run has finished: hand Tune the final result instead of training again.
+    if (done := finished_run(f"{storage}/train-{trial_id}")) is not None:
+        tune.report(done)
+        return
     trainer = TorchTrainer(
         train_func_per_worker,
         train_loop_config=cfg,
