@@ -71,15 +71,19 @@ def run(args) -> int:
     out = Path(args.output) if args.output else Path(args.model).with_suffix(FORMATS[args.format])
     module = Deployable(model, input_spec(payload), payload["normalization"]["mean"],
                         payload["normalization"]["std"]).eval()
+    meta = metadata(payload)
     try:
-        (export_torchscript if args.format == "torchscript" else export_onnx)(module, metadata(payload), out)
+        (export_torchscript if args.format == "torchscript" else export_onnx)(module, meta, out)
+        check_export(module, out, args.format)
     except ImportError as e:
         print(f"error: ONNX export needs the onnx and onnxscript packages ({e}); "
               "pip install onnx onnxscript, or use --format torchscript", file=sys.stderr)
         return 2
-    check_export(module, out, args.format)
-    print(f"wrote {out} ({args.format}; input float32 (B, 1, 28, 28) in [0, 1], light ink on dark; "
-          f"output probabilities over {len(payload['classes'])} classes)")
+    except RuntimeError as e:  # the written file does not reproduce the model
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({args.format}; input float32 (B, 1, 28, 28) in [0, 1], "
+          f"{meta['input']['background']} background; output probabilities over {len(meta['classes'])} classes)")
     print(usage_hint(out, args.format))
     return 0
 
