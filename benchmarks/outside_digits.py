@@ -179,8 +179,9 @@ def main() -> None:
             scores[name] = score(records, predictor.predict_files(paths))
     report(scores, fonts, args)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "photos": args.photos,
-                                               "seed": args.seed, "fonts": fonts, "scores": scores}, indent=2))
+        summary = {"model": args.model, "photos": args.photos, "seed": args.seed, "fonts": fonts,
+                   "scores": scores}
+        Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
 def report(scores: dict, fonts: dict, args) -> None:

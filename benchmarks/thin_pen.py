@@ -6,7 +6,8 @@ at that size), dark on light paper with camera blur and sensor noise. Read throu
 `predict`'s preprocessing with and without stroke thickening, so the figure shows
 what thickening is worth on digits the model otherwise knows.
 
-    MNIST_DIST_DATA_DIR=/path/to/data python benchmarks/thin_pen.py --model MODEL.pt [--pens 3 5 8 12] [--n 500]
+    MNIST_DIST_DATA_DIR=/path/to/data python benchmarks/thin_pen.py --model MODEL.pt \
+        [--pens 3 5 8 12] [--n 500]
 """
 from __future__ import annotations
 

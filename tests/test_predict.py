@@ -122,7 +122,8 @@ def on_paper(digit: np.ndarray, rng, scale: float, rotate: float = 0.0, ink=(110
 
 def thin_pen(digit: np.ndarray, pen: int) -> np.ndarray:
     """The digit 8x larger, retraced along its centre line with a pen `pen` px wide."""
-    return 225 - 180 * pen_strokes(cv2.resize(digit, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC) > 127, pen)
+    big = cv2.resize(digit, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC) > 127
+    return 225 - 180 * pen_strokes(big, pen)
 
 
 def pen_strokes(shape: np.ndarray, pen: int) -> np.ndarray:
@@ -248,7 +249,8 @@ def object_size(img: np.ndarray) -> tuple[int, int]:
 
 
 def test_evaluate_dataset(capsys, trained_model):
-    rc, out, _ = run_cli(capsys, "evaluate", "--model", trained_model, "--dataset", "mnist", "--limit", "1000")
+    rc, out, _ = run_cli(capsys, "evaluate", "--model", trained_model, "--dataset", "mnist",
+                         "--limit", "1000")
     assert rc == 0
     assert "mnist test split" in out and "confusion matrix" in out and "precision recall" in out
     acc = float(out.split("test accuracy ")[1].split()[0])
@@ -272,7 +274,8 @@ def test_evaluate_image_folders(tmp_path, capsys, trained_model, mnist):
         (tmp_path / "flat" / str(y[i])).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / "flat" / str(y[i]) / f"{i}.jpg"), 255 - x[i])
     for root in ("split", "flat"):
-        rc, out, err = run_cli(capsys, "evaluate", "--model", trained_model, "--images", tmp_path / root, "--json")
+        rc, out, err = run_cli(capsys, "evaluate", "--model", trained_model, "--images", tmp_path / root,
+                               "--json")
         ev = json.loads(out)
         assert rc == 0, err
         assert ev["n"] == 60 and ev["accuracy"] >= 0.9
@@ -345,6 +348,7 @@ def test_export_bakes_in_padding_resizing_and_channels(spec, tmp_path):
     x = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
     with torch.no_grad():
         expected = torch.softmax(model(prepare_batch(x, spec, 0.13, 0.31)), 1)
-    export_torchscript(Deployable(model, spec, 0.13, 0.31), {"classes": list("0123456789")}, tmp_path / "m.pt")
+    meta = {"classes": list("0123456789")}
+    export_torchscript(Deployable(model, spec, 0.13, 0.31), meta, tmp_path / "m.pt")
     got = torch.jit.load(str(tmp_path / "m.pt"))(x.unsqueeze(1).float() / 255)
     assert torch.allclose(got, expected, atol=1e-5)

@@ -83,7 +83,8 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({args.format}; input float32 (B, 1, 28, 28) in [0, 1], "
-          f"{meta['input']['background']} background; output probabilities over {len(meta['classes'])} classes)")
+          f"{meta['input']['background']} background; output probabilities over "
+          f"{len(meta['classes'])} classes)")
     print(usage_hint(out, args.format))
     return 0
 
@@ -155,7 +156,8 @@ def check_export(module: Deployable, path: Path, fmt: str) -> None:
 
 def usage_hint(path: Path, fmt: str) -> str:
     if fmt == "torchscript":
-        return ("load it with: extra = {'mnist_dist.json': ''}; m = torch.jit.load('%s', _extra_files=extra); "
+        return ("load it with: extra = {'mnist_dist.json': ''}; "
+                "m = torch.jit.load('%s', _extra_files=extra); "
                 "classes = json.loads(extra['mnist_dist.json'])['classes']; probs = m(x)" % path)
     return ("run it with: s = onnxruntime.InferenceSession('%s'); probs = s.run(None, {'image': x})[0]; "
             "classes = json.loads(s.get_modelmeta().custom_metadata_map['mnist_dist'])['classes']" % path)

@@ -15,9 +15,9 @@ background already 0, its ink already 255.
 
 Fashion-MNIST and KMNIST were not made that way (their objects fill the frame), so
 the "fit" recipe only does grayscale, polarity, background levelling, trimming of
-the empty margins and a resize of the longer side to 28 (Fashion-MNIST's own steps). Models trained on an image folder get "plain": what
-`load_image_folder` did to their training images (grayscale, resize to 28x28), in
-the polarity the model was trained on.
+the empty margins and a resize of the longer side to 28 (Fashion-MNIST's own steps).
+Models trained on an image folder get "plain": what `load_image_folder` did to their
+training images (grayscale, resize to 28x28), in the polarity the model was trained on.
 """
 from __future__ import annotations
 
