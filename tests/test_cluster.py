@@ -331,7 +331,7 @@ def test_cluster_yaml_passes_rays_own_validation():
 
 
 def test_no_secrets_in_cluster_config_or_notes():
-    for path in (REPO / "cluster.yaml", REPO / "notes" / "cluster.md"):
+    for path in (REPO / "cluster.yaml", REPO / "README.md", REPO / "notes" / "cluster.md"):
         if not path.exists():
             continue
         text = path.read_text()
