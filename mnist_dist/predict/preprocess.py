@@ -33,7 +33,7 @@ MIN_CONTRAST = 24  # grey levels between paper and ink below which a page counts
 RECIPES = ("digit", "fit", "plain")
 MAX_SIDE = 1024  # larger images are shrunk to this first (speed; a digit ends up 20 px)
 # MNIST's stroke width, in its pixels, is 2.2 (median) and 1.5 (5th percentile).
-# Thinner strokes are widened to 1.8: measured best on thin-pen digits (notes/predict.md).
+# Thinner strokes are widened to 1.8: measured best on thin-pen digits (README, "Thin pens").
 THIN_STROKE = 1.5
 TARGET_STROKE = 1.8
 _FIT_DATASETS = {"fashion-mnist", "kmnist"}
