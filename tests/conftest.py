@@ -56,11 +56,11 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from mnist_dist.sweeps.runner import runtime_env
+        from mnist_dist.sweeps.runner import start_local_ray
 
-        # The dashboard serves the State API, which Ray Train's placement-group cleaner
-        # needs to release the workers of trials that ASHA stopped.
-        ray.init(num_cpus=4, dashboard_host="127.0.0.1", runtime_env=runtime_env())
+        # as `mnist-dist sweep` starts it: the dashboard serves the State API, which Ray
+        # Train's placement-group cleaner needs to release the workers of stopped trials
+        start_local_ray(num_cpus=4)
     yield ray
     ray.shutdown()
 

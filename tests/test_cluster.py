@@ -481,6 +481,46 @@ def fake_cluster_config(gcs_address: str) -> dict:
     }
 
 
+STATE_PROBE = """
+import sys, ray
+from mnist_dist.sweeps.runner import SweepOptions, init_ray
+
+@ray.remote(num_cpus=0)
+class Probe:  # asks what Ray Train's placement-group cleaner asks, from inside the cluster
+    def controller_alive(self):
+        from ray.train.v2._internal.state.util import is_actor_alive
+        try:
+            return repr(is_actor_alive(ray.get_runtime_context().get_actor_id(), timeout=30))
+        except Exception as e:
+            return repr(e)
+
+if sys.argv[1] == "sweep":
+    init_ray(SweepOptions())  # what `mnist-dist sweep` starts
+else:
+    ray.init(num_cpus=1)  # a bare local Ray
+print(ray.get(Probe.remote().controller_alive.remote()), flush=True)
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_embedded_ray_finds_its_own_state_api_beside_another_ray(two_nodes):
+    """With another Ray on the host (the cluster here), a bare local Ray's actors cannot use
+    the State API ("multiple active Ray instances"), so Train's placement-group cleaner dies
+    and the workers of ASHA-stopped trials are never released. The sweep's embedded Ray
+    tells its processes where its State API is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "RAY_API"))}
+
+    def probe(mode: str) -> str:
+        out = subprocess.run([sys.executable, "-c", STATE_PROBE, mode], cwd=REPO, env=env, text=True,
+                             capture_output=True, timeout=START_TIMEOUT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    assert "multiple active Ray instances" in probe("bare")  # the failure is real here
+    assert probe("sweep") == "True"
+
+
 @pytest.mark.slow
 def test_autoscaler_adds_a_node_for_a_sweep(tmp_path):
     """cluster.yaml's shape in small: a head with no CPU for training and no worker nodes. A

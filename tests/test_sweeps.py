@@ -147,3 +147,15 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
                      fixed={"batch_sise": 32})
     out = subprocess.run(RUN + ["mlp", "--config", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown key 'batch_sise'" in out.stderr and "batch_size" in out.stderr
+
+
+def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
+    """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
+    `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""
+    from mnist_dist.sweeps.runner import runtime_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MNIST_DIST_DATA_DIR", "../data")
+    env = runtime_env()["env_vars"]
+    assert env["MNIST_DIST_DATA_DIR"] == str(tmp_path.parent / "data")
+    assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"

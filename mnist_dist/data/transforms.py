@@ -42,22 +42,32 @@ def augment_batch(x: torch.Tensor, max_shift: float = 2.0, max_degrees: float = 
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+def _pad(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    pad = size - x.shape[-1]
+    return F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=value)
+
+
 def prepare_batch(x: torch.Tensor, spec: InputSpec, mean: float, std: float,
                   augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, C, S, S), normalised, in the architecture's shape.
 
-    Works on the 0..255 scale and normalises in one fused step at the end, so a batch
-    costs two passes over its pixels plus whatever the shape change needs."""
-    x = x.unsqueeze(1).to(torch.float32, copy=True)  # never modify the caller's tensor in place
-    if augment:
-        x = augment_batch(x, generator=generator)
-    if spec.size != x.shape[-1]:
-        if spec.resize:
-            x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False)
-        else:  # zero padding = black background, as LeNet-5's 32x32 input
-            pad = spec.size - x.shape[-1]
-            x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-    x = x.mul_(1.0 / (255.0 * std)).sub_(mean / std)  # == (x / 255 - mean) / std
+    This runs every training step, so the usual case is three small kernels: scale the
+    uint8 pixels into a new float tensor, shift, then pad with normalised black.
+    Augmentation and resizing work on the 0..255 scale (black = 0) before normalising."""
+    scale, shift = 1.0 / (255.0 * std), mean / std  # (x / 255 - mean) / std == x * scale - shift
+    x = x.unsqueeze(1)
+    if augment or spec.resize:
+        x = x.to(torch.float32, copy=True)  # never modify the caller's tensor in place
+        if augment:
+            x = augment_batch(x, generator=generator)
+        if spec.size != x.shape[-1]:
+            x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False) \
+                if spec.resize else _pad(x, spec.size, 0.0)
+        x = x.mul_(scale).sub_(shift)
+    else:
+        x = x.mul(scale).sub_(shift)  # uint8 * float -> a new float32 tensor
+        if spec.size != x.shape[-1]:  # zero padding = black background, as LeNet-5's 32x32 input
+            x = _pad(x, spec.size, -shift)
     if spec.channels != 1:
         x = x.expand(-1, spec.channels, -1, -1)
     return x

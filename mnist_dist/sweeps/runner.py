@@ -69,7 +69,36 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_S
 
 def runtime_env() -> dict:
     env = {**RAY_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MNIST_DIST_", "RAY_TRAIN_"))}}
+    for key in ("MNIST_DIST_DATA_DIR", "MNIST_DIST_CACHE_DIR"):  # workers run in their trial's folder
+        if env.get(key):
+            env[key] = str(Path(env[key]).expanduser().resolve())
     return {"env_vars": env}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(num_cpus: int | None = None, env: dict | None = None):
+    """Start an embedded Ray whose processes all know where its State API lives.
+
+    Ray Train's placement-group cleaner (a detached actor) asks the State API whether
+    its controller is alive, with no address; with two Ray instances on one machine
+    that look-up fails ("Found multiple active Ray instances") and the workers of a
+    trial ASHA stopped are never released, so later trials wait for CPUs forever.
+    Pinning the dashboard port and handing its URL to every worker fixes the look-up.
+    """
+    import ray
+
+    port = free_port()
+    env = {**(env or runtime_env()["env_vars"]), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=port, runtime_env={"env_vars": env})
+    return ray
 
 
 def init_ray(opts: SweepOptions):
@@ -78,11 +107,10 @@ def init_ray(opts: SweepOptions):
     if ray.is_initialized():  # e.g. tests sharing one instance
         return ray
     env = runtime_env()["env_vars"]
-    if opts.address:
+    if opts.address:  # a cluster runs one Ray per machine: its State API is found as usual
         ray.init(address=opts.address, runtime_env={"env_vars": env})
-    else:  # embedded, sized to this machine; dashboard on localhost only
-        ray.init(num_cpus=os.cpu_count(), dashboard_host="127.0.0.1", runtime_env={"env_vars": env})
-    return ray
+        return ray
+    return start_local_ray(os.cpu_count(), env)
 
 
 def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:

@@ -144,26 +144,43 @@ class Trainer:
         """(loss, accuracy, images seen by all workers, diverged)."""
         self.ddp.train()
         idx = self.shard(epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        bs, diverged = self.cfg.batch_size, False
+        # Per step only the loss tensor and the predicted labels are kept (no host sync,
+        # one extra kernel); they are summed once at the end of the epoch.
+        losses, preds, diverged = [], [], False
+        bs = self.cfg.batch_size
         for step, start in enumerate(range(0, len(idx), bs)):
-            x, y = self.batch(idx[start:start + bs], augment=self.cfg.augment)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                out = self.ddp(x)
-                loss = F.cross_entropy(out, y)
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            out, loss = self.step(*self.batch(idx[start:start + bs], augment=self.cfg.augment))
+            losses.append(loss.detach())
+            preds.append(out.detach().argmax(1))
+            # a non-finite loss poisons the weights, so every later loss is non-finite too
+            if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(losses[-1]):
                 diverged = True
                 break
+        sizes = torch.full((len(losses),), float(bs), device=self.device)
+        sizes[-1] = min(bs, len(idx) - bs * (len(losses) - 1))  # the last batch may be short
+        pred = torch.cat(preds)
+        loss_sum = (torch.stack(losses).float() * sizes).sum()
+        correct = (pred == self.y[idx[:len(pred)]]).sum()
         total_loss, total_correct, n = all_sum(loss_sum, correct, torch.tensor(float(len(idx))))
         diverged = diverged or not math.isfinite(total_loss)
         return total_loss / max(n, 1), total_correct / max(n, 1), n, diverged
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (logits, loss)."""
+        self.opt.zero_grad(set_to_none=True)
+        if not self.use_amp:  # fp32: skip the autocast and grad-scaler bookkeeping
+            out = self.ddp(x)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            self.opt.step()
+            return out, loss
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
+            out = self.ddp(x)
+            loss = F.cross_entropy(out, y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return out, loss
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
