@@ -91,6 +91,8 @@ def test_asha_stopped_trial_is_pruned_and_diverged_trial_recorded(ray_session, t
     assert trials[1].intermediate_values.keys() == {1}  # TPE ranks it by what it reached
     assert trials[2].value == 0.0
     assert summary["best_trial"] == rows[0]["trial_id"]
+    done = [e["status"] for e in events(tmp_path / "asha") if e["event"] == "complete"]
+    assert done == ["completed", "stopped_early", "diverged"]
 
 
 def events(sweep_dir: Path) -> list[dict]:

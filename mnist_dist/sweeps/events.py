@@ -15,8 +15,11 @@ class EventLog(Callback):
 
     def _write(self, event: str, trial, **extra) -> None:
         last = trial.last_result or {}
+        status = last.get("status")
+        if event == "complete" and status == "running":  # a scheduler stopped it mid-run
+            status = "stopped_early"
         row = {"time": time.time(), "event": event, "trial_id": trial.trial_id,
-               "status": last.get("status"), "epoch": last.get("epoch"),
+               "status": status, "epoch": last.get("epoch"),
                "best_val_acc": last.get("best_val_acc"), **extra}
         with open(self.path, "a") as f:  # one short line: appends don't interleave
             f.write(json.dumps(row) + "\n")
