@@ -179,7 +179,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec, sweep_dir),
-            num_samples=trials, reuse_actors=True,
+            num_samples=trials,
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
         run_config=tune.RunConfig(
