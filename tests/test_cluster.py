@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_dist.sweeps.runner import free_port
+
 from .conftest import DATA_DIR, REPO
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -91,12 +93,6 @@ def node_ip() -> str:
     from ray._private.services import get_node_ip_address
 
     return get_node_ip_address()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 # --- a local multi-node cluster ----------------------------------------------------------

@@ -168,6 +168,10 @@ def test_prepare_batch_shapes_and_normalisation(mnist, spec, shape):
     assert x.shape == shape and x.dtype == torch.float32
     background = (0 - mnist.mean) / mnist.std
     assert torch.isclose(x[0, 0, 0, 0], torch.tensor(background))  # borders = normalised black
+    if not spec.resize:  # the digit itself: (pixel / 255 - mean) / std, centred in the frame
+        o = (spec.size - 28) // 2
+        ref = (mnist.test_x[:4].float() / 255 - mnist.mean) / mnist.std
+        assert torch.allclose(x[:, 0, o:o + 28, o:o + 28], ref, atol=1e-5)
     if spec.channels == 3:
         assert torch.equal(x[:, 0], x[:, 2])
 

@@ -127,15 +127,12 @@ def thin_pen(digit: np.ndarray, pen: int) -> np.ndarray:
 
 
 def pen_strokes(shape: np.ndarray, pen: int) -> np.ndarray:
-    """Morphological skeleton (Lantuejoul) of a binary shape, redrawn `pen` px wide."""
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    img, skeleton = shape.astype(np.uint8), np.zeros(shape.shape, np.uint8)
-    while img.any():
-        eroded = cv2.erode(img, cross)
-        skeleton |= img & ~cv2.dilate(eroded, cross) & 1
-        img = eroded
+    """Morphological skeleton of a binary shape (as the thin-pen benchmark makes them),
+    redrawn `pen` px wide."""
+    from benchmarks.thin_pen import skeleton
+
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen))
-    return np.pad(cv2.dilate(skeleton, disc), 20).astype(np.uint8)
+    return np.pad(cv2.dilate(skeleton(shape), disc), 20).astype(np.uint8)
 
 
 def variant(name: str, digit: np.ndarray, rng) -> tuple[str, np.ndarray, list]:

@@ -30,6 +30,27 @@ def test_lenet5_learns_real_mnist_in_one_epoch():
     assert state.history[0]["status"] == "completed"
 
 
+def test_epoch_loss_and_accuracy_match_a_direct_computation(mnist):
+    """The loop keeps per-step losses and predictions and sums them once per epoch; with
+    100 images in batches of 32 the last batch holds 4 and must weigh 4, not 32. An lr of
+    1e-12 leaves the weights as they were, so the model can recompute the same numbers."""
+    import torch.nn.functional as F
+
+    from mnist_dist.data import prepare_batch
+    from mnist_dist.training.loop import Trainer
+
+    cfg = resolve("lenet5", {"train_limit": 100, "batch_size": 32, "optimizer": "sgd", "lr": 1e-12,
+                             "momentum": 0.0})
+    trainer = Trainer(cfg, torch.device("cpu"), mnist)
+    loss, acc, n, diverged = trainer.train_epoch(epoch=1)
+    idx = trainer.shard(1)
+    with torch.no_grad():
+        out = trainer.model(prepare_batch(mnist.train_x[idx], trainer.entry.input, mnist.mean, mnist.std))
+    assert (n, diverged) == (100, False)
+    assert loss == pytest.approx(F.cross_entropy(out, mnist.train_y[idx]).item(), rel=1e-4)
+    assert acc == pytest.approx((out.argmax(1) == mnist.train_y[idx]).float().mean().item())
+
+
 def test_early_stopping_stops_after_patience_epochs():
     # lr so small that nothing changes: val_acc never improves after epoch 1
     _, state, _ = run(optimizer="sgd", lr=1e-12, train_limit=500, epochs=6,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from .trial import ended_status
+
 
 class EventLog(Callback):
     def __init__(self, path: Path):
@@ -15,9 +17,7 @@ class EventLog(Callback):
 
     def _write(self, event: str, trial, **extra) -> None:
         last = trial.last_result or {}
-        status = last.get("status")
-        if event == "complete" and status == "running":  # a scheduler stopped it mid-run
-            status = "stopped_early"
+        status = ended_status(last.get("status")) if event == "complete" else last.get("status")
         row = {"time": time.time(), "event": event, "trial_id": trial.trial_id,
                "status": status, "epoch": last.get("epoch"),
                "best_val_acc": last.get("best_val_acc"), **extra}

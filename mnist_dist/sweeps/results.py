@@ -11,6 +11,7 @@ from ..data import load_dataset
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
+from .trial import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
                    "train_seconds", "images_per_sec", "world_size", "node_ids", "best_val_acc", "status")
@@ -22,7 +23,7 @@ def trial_status(result) -> str:
     status = (result.metrics or {}).get("status")
     if status is None:
         return "failed"  # never reported an epoch
-    return "stopped_early" if status == "running" else status  # running = stopped by ASHA
+    return ended_status(status)
 
 
 def trial_row(result, histories: Path) -> dict:

@@ -79,7 +79,7 @@ def free_port() -> int:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # free on every interface, loopback included
         return s.getsockname()[1]
 
 
@@ -110,7 +110,7 @@ def init_ray(opts: SweepOptions):
     if opts.address:  # a cluster runs one Ray per machine: its State API is found as usual
         ray.init(address=opts.address, runtime_env={"env_vars": env})
         return ray
-    return start_local_ray(os.cpu_count(), env)
+    return start_local_ray(env=env)
 
 
 def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:

@@ -15,6 +15,8 @@ import logging
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from .trial import ended_status
+
 log = logging.getLogger(__name__)
 FINISHED = ("completed", "early_stopped", "diverged")  # statuses our training loop ends with
 
@@ -38,9 +40,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if self._told_already(trial_id):
             self._completed_trials.add(trial_id)
             return None
-        status = "failed" if error else (result or {}).get("status", "failed")
-        if status == "running":  # the scheduler stopped it before its last epoch
-            status = "stopped_early"
+        status = "failed" if error else ended_status((result or {}).get("status", "failed"))
         ot_trial.set_user_attr("tune_trial_id", trial_id)
         ot_trial.set_user_attr("status", status)
         if status != "stopped_early":

@@ -156,6 +156,8 @@ class Trainer:
             if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(losses[-1]):
                 diverged = True
                 break
+        if not losses:  # more workers than training images: every rank got none
+            return 0.0, 0.0, 0.0, False
         sizes = torch.full((len(losses),), float(bs), device=self.device)
         sizes[-1] = min(bs, len(idx) - bs * (len(losses) - 1))  # the last batch may be short
         pred = torch.cat(preds)
