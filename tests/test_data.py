@@ -213,3 +213,53 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "train" / "nolabel.png").write_bytes(b"x")
     with pytest.raises(DataError, match="cannot tell the label"):
         load_image_folder(tmp_path)
+
+
+def test_transparent_png_folder_trains_as_it_predicts(mnist, tmp_path):
+    """White ink on a transparent canvas (a dark-theme drawing app's export): the folder
+    loader and `predict` read each file into the same, non-blank, light-on-dark pixels."""
+    from mnist_dist.predict.preprocess import dark_background, preprocess, read_image, recipe_for
+
+    paths = []
+    for split, (x, y) in {"train": (mnist.train_x[:20], mnist.train_y[:20]),
+                          "test": (mnist.test_x[:10], mnist.test_y[:10])}.items():
+        (tmp_path / split).mkdir()
+        for i, (img, label) in enumerate(zip(x.numpy(), y.tolist())):
+            rgba = np.zeros((28, 28, 4), np.uint8)
+            rgba[..., :3] = 255  # white ink...
+            rgba[..., 3] = img  # ...whose shape is only in the alpha channel
+            rgba[img == 0, :3] = 0  # transparent pixels keep whatever colour the app left
+            paths.append(tmp_path / split / f"{label}_{i}.png")
+            cv2.imwrite(str(paths[-1]), rgba)
+    ds = load_image_folder(tmp_path)
+    assert ds.mean < 0.5  # trained as light ink on dark, as MNIST
+    assert torch.equal(ds.train_x, mnist.train_x[:20][np.argsort([p.name for p in paths[:20]])])
+    payload = {"dataset": ds.name, "normalization": {"mean": ds.mean, "std": ds.std}}
+    fed = np.stack([preprocess(read_image(p), recipe_for(payload), dark_background(payload))
+                    for p in sorted(paths[:20])])  # what Predictor.prepare gives the model
+    assert np.array_equal(fed, ds.train_x.numpy())
+    assert (ds.train_x.float().std((1, 2)) > 50).all()  # not blank
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "colour", "black-ink-alpha"])
+def test_image_reading_is_shared_by_folders_and_predict(mnist, tmp_path, kind):
+    from mnist_dist.predict.preprocess import read_image as predict_read
+
+    digits = mnist.test_x[:4].numpy()
+    for split in ("train", "test"):
+        for i, img in enumerate(digits):
+            if kind == "16-bit":
+                encoded = img.astype(np.uint16) * 257
+            elif kind == "colour":  # red ink on a green-tinted page: grey by luminance
+                encoded = np.dstack([np.zeros_like(img), np.full_like(img, 80), img])
+            else:  # dark ink on a transparent canvas: composited over white
+                encoded = np.dstack([np.zeros((28, 28, 3), np.uint8), img])
+            path = tmp_path / split / f"{i}_{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(path), encoded)
+    ds = load_image_folder(tmp_path)
+    files = sorted((tmp_path / "test").iterdir())
+    assert np.array_equal(ds.test_x.numpy(), np.stack([predict_read(p) for p in files]))
+    expected = {"16-bit": digits, "colour": 0.299 * digits + 0.587 * 80,  # ITU-R 601 luma
+                "black-ink-alpha": 255 - digits}[kind]
+    assert np.abs(ds.test_x.numpy().astype(int) - expected).max() <= 1

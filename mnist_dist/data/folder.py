@@ -2,7 +2,8 @@
 
 Layout: `ROOT/train/` and `ROOT/test/`, each either holding files named
 `{label}_{index}.png` (PNG/JPG/BMP/TIFF) or one `{label}/` subfolder per class.
-Images are read as grayscale and resized to 28x28 when they are not already.
+Images are read as `predict` reads them (`images.read_image`: alpha, 16-bit and
+colour made grey) and resized to 28x28 when they are not already.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import torch
 
 from .datasets import Dataset
 from .idx import DataError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+from .images import IMAGE_SUFFIXES, ImageError, read_image
 
 
 def _label_of(path: Path, split_dir: Path) -> str:
@@ -31,9 +31,10 @@ def read_gray(path: Path, size: int = 28) -> np.ndarray:
     """One image file as a (size, size) uint8 array; a clear error when unreadable."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None or img.size == 0:
-        raise DataError(f"{path}: not a readable image (PNG, JPG, BMP or TIFF expected)")
+    try:
+        img = read_image(path)
+    except ImageError as e:
+        raise DataError(f"{path}: {e}") from e
     if img.shape != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return img

@@ -17,14 +17,16 @@ Fashion-MNIST and KMNIST were not made that way (their objects fill the frame), 
 the "fit" recipe only does grayscale, polarity, background levelling, trimming of
 the empty margins and a resize of the longer side to 28 (Fashion-MNIST's own steps).
 Models trained on an image folder get "plain": what `load_image_folder` did to their
-training images (grayscale, resize to 28x28), in the polarity the model was trained on.
+training images (`read_image`, resize to 28x28), in the polarity the model was trained on.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
+
+# Reading a file is the data layer's, shared with training on image folders; ImageError
+# and read_image stay importable from here.
+from ..data.images import ImageError, read_image  # noqa: F401
 
 SIZE = 28  # the model's frame
 BOX = 20  # MNIST's digit box inside that frame
@@ -39,10 +41,6 @@ TARGET_STROKE = 1.8
 _FIT_DATASETS = {"fashion-mnist", "kmnist"}
 
 
-class ImageError(ValueError):
-    """An input that cannot become a model input; the message says why (callers add the path)."""
-
-
 def recipe_for(payload: dict) -> str:
     """The recipe that reproduces how the checkpoint's training images were made."""
     dataset = payload.get("dataset")
@@ -55,54 +53,6 @@ def dark_background(payload: dict) -> bool:
     """Whether the model was trained on light ink on dark (MNIST style): its training
     pixel mean is low. Image-folder models can have been trained on either polarity."""
     return float(payload["normalization"]["mean"]) < 0.5
-
-
-# ---------------------------------------------------------------- reading
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Any PNG/JPG/BMP/TIFF (colour, grey, 16-bit, with alpha) as a 2-D uint8 array.
-    ImageError messages say what is wrong; the caller prefixes the path."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError("no such file")
-    if not path.is_file():
-        raise ImageError("not a file")
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path name
-    except OSError as e:  # permissions, I/O errors
-        raise ImageError(f"cannot read the file ({e.strerror or e})") from e
-    if data.size == 0:
-        raise ImageError("empty file (0 bytes)")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageError("not an image OpenCV can read (PNG, JPG, BMP or TIFF expected)")
-    if img.size == 0 or min(img.shape[:2]) == 0:
-        raise ImageError(f"the image has no pixels (shape {img.shape})")
-    return to_gray(img)
-
-
-def to_gray(img: np.ndarray) -> np.ndarray:
-    img = _to_uint8(img)
-    if img.ndim == 3 and img.shape[2] == 4:
-        # Transparent pixels are paper: a digit drawn on a transparent canvas has its
-        # shape only in the alpha channel, so composite over white.
-        alpha = img[..., 3:].astype(np.float32) / 255
-        img = np.rint(img[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return img.reshape(img.shape[:2])
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        return (img // 257).astype(np.uint8)
-    img = img.astype(np.float64)  # float TIFFs in [0, 1]; anything else is stretched to it
-    if img.min() < 0 or img.max() > 1:
-        img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
-    return np.rint(img * 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- the recipes
