@@ -153,6 +153,47 @@ def test_best_per_architecture_and_all_runs(report, tmp_path):
     assert [r["source"] for r in best_rows(rows)] == ["a"]
 
 
+ODD_NAME = 'a<b & "c"|d'
+
+
+def markdown_tables(md: str) -> list[list[str]]:
+    """Each Markdown table as its lines (a table: consecutive lines starting with '|')."""
+    blocks, current = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks, current = blocks + [current], []
+    return blocks
+
+
+def test_names_render_literally(trained_model, tmp_path):
+    """A run named with HTML and Markdown specials: escaped on the page, and the Markdown
+    tables keep their columns (a second run, whose arch has the same name, puts it into
+    the McNemar table too). Needs no sweep, so no Ray."""
+    from html import escape
+
+    from mnist_dist.report.build import build_report
+
+    shutil.copytree(trained_model.parent, tmp_path / ODD_NAME)
+    shutil.copytree(trained_model.parent, tmp_path / "other")
+    run = json.loads((tmp_path / "other" / "run.json").read_text())
+    (tmp_path / "other" / "run.json").write_text(json.dumps({**run, "arch": ODD_NAME}))
+    build_report(tmp_path, log=lambda *a: None)
+
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert escape(ODD_NAME) in html  # a&lt;b &amp; &quot;c&quot;|d
+    assert "a<b" not in html and '"c"' not in html
+
+    md = (tmp_path / "report" / "comparison.md").read_text()
+    tables = markdown_tables(md)
+    assert len(tables) == 3  # best per architecture, all runs, McNemar
+    for table in tables:
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}  # cells split at unescaped |
+        assert len(widths) == 1, table
+    assert sum('a\\<b & "c"\\|d' in line for t in tables for line in t) >= 3
+
+
 def test_mcnemar_against_hand_computed_values():
     # b=10, c=2: 12 discordant images, exact: p = 2 * (C(12,0)+C(12,1)+C(12,2)) / 2^12 = 158/4096
     m = stats.mcnemar(10, 2)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tables import markdown_row  # escapes the names in cells (arch, image-folder dataset)
+
 EXACT_BELOW = 25  # discordant pairs; the usual rule for when the chi-square approximation is poor
 ALPHA = 0.05
 
@@ -110,6 +112,6 @@ def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return ("No pair of models was evaluated on the same test images "
                 "(McNemar's test needs two models on the same dataset).")
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(display(r)) + " |" for r in rows]
+    lines = [markdown_row(HEADERS), "|" + "---|" * len(HEADERS)]
+    lines += [markdown_row(display(r)) for r in rows]
     return "\n".join(lines)

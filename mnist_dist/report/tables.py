@@ -189,12 +189,20 @@ def display(row: dict) -> dict:
     }
 
 
+def md_cell(text) -> str:
+    """Text shown literally in a Markdown table cell: names are the user's (a run called
+    `a<b|c`), so a `|` must not split the cell nor a `<` open an HTML tag."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def markdown_row(cells) -> str:
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        d = display(r)
-        lines.append("| " + " | ".join(esc(d[k]) for k, _ in columns) + " |")
+    lines = [markdown_row(h for _, h in columns), "|" + "---|" * len(columns)]
+    lines += [markdown_row(display(r)[k] for k, _ in columns) for r in rows]
     return "\n".join(lines)
 
 
