@@ -1,12 +1,14 @@
 """Shared fixtures: the real datasets, one small trained model, one Ray instance.
 
 The data folder comes from $MNIST_DIST_DATA_DIR, else ../shared/data beside the
-repository (what CI has). Nothing here downloads.
+repository (what CI has; neither downloads), else the project's download cache, filled
+once on a fresh machine through the downloader users get.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Mapping
 
 import pytest
 
@@ -14,8 +16,45 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"  # screenshots etc. kept after the run (git-ignored)
 
 
+TEST_DATASETS = ("mnist", "fashion-mnist")  # what ../shared/data holds and the tests read
+
+
+def resolve_test_data_dir(env: Mapping[str, str], repo: Path, download: Callable[[], Path]) -> Path:
+    """The tests' data folder: $MNIST_DIST_DATA_DIR when set (a wrong one is an error, not
+    a download), else ../shared/data beside the repository, else what `download` gives."""
+    if env.get("MNIST_DIST_DATA_DIR"):
+        return Path(env["MNIST_DIST_DATA_DIR"]).expanduser()
+    shared = repo.parent / "shared" / "data"
+    if (shared / "mnist").is_dir():
+        return shared
+    return download()
+
+
+def download_to_cache() -> Path:
+    """Fills the project's cache through `locate` as users' runs do (torchvision's mirrors,
+    one download per machine under a file lock; later runs find the files) and returns a
+    folder of links to it in the layout the tests and --data-dir take: one subfolder per
+    dataset."""
+    from mnist_dist.data.datasets import cache_dir, locate
+
+    root = cache_dir() / "test-data"
+    root.mkdir(parents=True, exist_ok=True)
+    for name in TEST_DATASETS:
+        folder = locate(name, download=True)  # $MNIST_DIST_DATA_DIR is unset on this path
+        try:
+            (root / name).symlink_to(folder.resolve(), target_is_directory=True)
+        except FileExistsError:  # an earlier (or parallel) run made it
+            pass
+    return root
+
+
 def _data_dir() -> Path:
-    d = Path(os.environ.get("MNIST_DIST_DATA_DIR") or REPO.parent / "shared" / "data")
+    from mnist_dist.data import DataError
+
+    try:
+        d = resolve_test_data_dir(os.environ, REPO, download_to_cache)
+    except DataError as e:  # offline, say: the message says what to set
+        pytest.exit(f"real datasets not found and not downloadable: {e}", returncode=2)
     if not (d / "mnist").is_dir():
         pytest.exit(f"real datasets not found in {d}: set MNIST_DIST_DATA_DIR", returncode=2)
     return d

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from mnist_dist.data import DataError, InputSpec, load_dataset, load_image_folder, prepare_batch, split_indices
-from mnist_dist.data.datasets import FILES, _load_cached
+from mnist_dist.data.datasets import FILES, _load_cached, locate
 from mnist_dist.data.idx import load_split
+
+from .conftest import download_to_cache, resolve_test_data_dir
 
 MNIST_TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_HIST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -156,6 +158,50 @@ def test_offline_without_files_names_the_env_var(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="MNIST_DIST_DATA_DIR") as err:
         load_dataset("kmnist")
     assert "kmnist" in str(err.value)
+
+
+def test_test_data_fallback_order(tmp_path):
+    """$MNIST_DIST_DATA_DIR, else ../shared/data beside the repository, else a download,
+    which only a machine with neither gets."""
+    repo, shared = tmp_path / "repo", tmp_path / "shared" / "data"
+    downloads = []
+
+    def download():
+        downloads.append(1)
+        return tmp_path / "cache"
+
+    env = {"MNIST_DIST_DATA_DIR": str(tmp_path / "mine")}
+    assert resolve_test_data_dir(env, repo, download) == tmp_path / "mine"  # even a wrong one
+    assert resolve_test_data_dir({"MNIST_DIST_DATA_DIR": ""}, repo, download) == tmp_path / "cache"
+    assert resolve_test_data_dir({}, repo, download) == tmp_path / "cache"
+    assert len(downloads) == 2
+    (shared / "mnist").mkdir(parents=True)
+    assert resolve_test_data_dir({}, repo, download) == shared
+    assert resolve_test_data_dir(env, repo, download) == tmp_path / "mine"
+    assert len(downloads) == 2  # CI (env or ../shared/data) never downloads
+
+
+def test_test_data_download_fills_the_cache_once(data_dir, tmp_path, monkeypatch):
+    """conftest's download on a fresh machine: the users' downloader into the project's
+    cache, laid out as a data folder; a second session downloads nothing."""
+    monkeypatch.delenv("MNIST_DIST_DATA_DIR", raising=False)
+    monkeypatch.setenv("MNIST_DIST_CACHE_DIR", str(tmp_path / "cache"))
+    requested = []
+
+    def urlopen(request, *a, **kw):
+        url = request.full_url if hasattr(request, "full_url") else request
+        requested.append(url)
+        name = "fashion-mnist" if "fashion" in url else "mnist"  # same file names in both
+        return FakeResponse(url, data_dir / name / url.rsplit("/", 1)[1])
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    root = download_to_cache()
+    assert root == tmp_path / "cache" / "test-data"
+    assert len(set(requested)) == 8  # 4 files x 2 datasets
+    for name in ("mnist", "fashion-mnist"):
+        assert locate(name, root) == root / name  # complete, in --data-dir's layout
+    n = len(requested)
+    assert download_to_cache() == root and len(requested) == n
 
 
 @pytest.mark.parametrize("spec, shape", [
