@@ -33,6 +33,7 @@ import yaml
 from mnist_dist.sweeps.runner import free_port
 
 from .conftest import DATA_DIR, REPO
+from .procs import cmdline, kill_session, session_pids
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -41,50 +42,6 @@ RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_na
     else shutil.which("ray") or "ray"
 START_TIMEOUT = 180  # s for a node to come up; this 2-core machine is often loaded
 SWEEP_TIMEOUT = 600
-
-
-# --- processes, from /proc ------------------------------------------------------------
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, session id) of a live process, None once it is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
-    return None if fields[0] == "Z" else (int(fields[1]), int(fields[3]))
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process of a session: a `ray start` run with start_new_session=True, its
-    GCS, raylet and every worker the raylet spawned (they change process group, not session)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) and st[1] == sid:
-            pids.append(int(entry))
-    return pids
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def kill_session(sid: int, grace: float = 5.0) -> None:
-    """SIGTERM the session, SIGKILL what is left after `grace` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for pid in session_pids(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + wait
-        while session_pids(sid) and time.time() < deadline:
-            time.sleep(0.2)
-        if not session_pids(sid):
-            return
 
 
 def node_ip() -> str:

@@ -20,6 +20,7 @@ from mnist_dist.training.checkpoint import input_spec
 from mnist_dist.training.evaluate import evaluate
 
 from .conftest import REPO, smoke_options
+from .procs import kill_session
 
 RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 
@@ -93,6 +94,37 @@ def test_asha_stopped_trial_is_pruned_and_diverged_trial_recorded(ray_session, t
     assert summary["best_trial"] == rows[0]["trial_id"]
     done = [e["status"] for e in events(tmp_path / "asha") if e["event"] == "complete"]
     assert done == ["completed", "stopped_early", "diverged"]
+    # One trial process served all three trials, the one ASHA stopped and the next included:
+    # Tune reset it in place (reuse_actors) instead of starting a process per trial.
+    assert len({r["pid"] for r in rows}) == 1 and rows[0]["pid"]
+    # ...and a reused process trains exactly as a fresh one: same config and seed, same numbers.
+    for r in rows[:2]:
+        fresh = fresh_history({**spec_config(tmp_path / "asha"), "lr": float(r["config/lr"])})
+        hist = read_csv(tmp_path / "asha" / "histories" / f"{r['trial_id']}.csv")
+        assert len(hist) == int(r["epochs_run"])
+        for h, f in zip(hist, fresh):
+            assert float(h["train_loss"]) == pytest.approx(f["train_loss"], rel=1e-5)
+            assert float(h["val_loss"]) == pytest.approx(f["val_loss"], rel=1e-5)
+            assert float(h["val_acc"]) == f["val_acc"]
+
+
+def spec_config(sweep_dir: Path) -> dict:
+    """What every trial of the sweep shared (saved beside its results)."""
+    return json.loads((sweep_dir / "config.json").read_text())["base_config"]
+
+
+def fresh_history(config: dict) -> list[dict]:
+    """Train `config` in this (fresh, never reused) process, one thread like a 1-CPU trial."""
+    import torch
+
+    from mnist_dist.training.loop import train_func_per_worker
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_func_per_worker(config).history
+    finally:
+        torch.set_num_threads(threads)
 
 
 def events(sweep_dir: Path) -> list[dict]:
@@ -128,6 +160,48 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     for trial_id in done_before:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} was run again"
     assert len(study(sweep).trials) == 3
+
+
+def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in_step(tmp_path):
+    """SIGKILL the driver (no handler, no cleanup) just after ASHA stopped a trial, while the
+    next one trains. Tune's snapshot may be seconds older than the kill; `--resume` must not
+    start the stopped trial again, every trial keeps one whole history (epochs 1..n, each once),
+    and Optuna's storage ends with exactly the trials of trials.csv, none left RUNNING."""
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=4, max_concurrent=1,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+                     fixed={"epochs": 3, "train_limit": 4000, "test_limit": 500, "batch_size": 32},
+                     space={"lr": {"loguniform": [1.0e-6, 0.01]}}, points=[{"lr": 1.0e-6}])
+    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "killed", "--quiet"]
+    sweep = tmp_path / "killed"
+    proc = subprocess.Popen(RUN + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not any(e.get("status") == "stopped_early" for e in events(sweep)):
+            assert proc.poll() is None and time.time() < deadline, "no trial was stopped by ASHA"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        kill_session(proc.pid)  # the killed driver's embedded Ray
+    stopped = next(e["trial_id"] for e in events(sweep) if e.get("status") == "stopped_early")
+    out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {r["trial_id"]: r for r in read_csv(sweep / "trials.csv")}
+    # 4 trials, or 5 when the kill beat Tune's snapshot of the stopped one: Tune then starts
+    # a new 4th trial, and the forgotten one is still reported (trained once, ended once).
+    assert len(rows) in (4, 5) and rows[stopped]["status"] == "stopped_early"
+    assert rows[stopped]["epochs_run"] == "1"
+    assert [e["event"] for e in events(sweep) if e["trial_id"] == stopped].count("complete") >= 1
+    for trial_id, r in rows.items():
+        hist = read_csv(sweep / "histories" / f"{trial_id}.csv")
+        assert [int(h["epoch"]) for h in hist] == list(range(1, int(r["epochs_run"]) + 1)), trial_id
+    trials = study(sweep).trials
+    assert len(trials) == len(rows) and not [t for t in trials if t.state.name == "RUNNING"]
+    by_id = {t.user_attrs["tune_trial_id"]: t for t in trials}
+    assert set(by_id) == set(rows)
+    state = {"completed": "COMPLETE", "stopped_early": "PRUNED"}
+    assert {tid: by_id[tid].state.name for tid in rows} == {tid: state[r["status"]] for tid, r in rows.items()}
 
 
 @pytest.mark.parametrize("args, message", [

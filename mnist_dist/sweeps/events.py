@@ -14,6 +14,15 @@ from .trial import ended_status
 class EventLog(Callback):
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._seen: dict[str, float] = {}  # trial id -> when the driver first saw it
+
+    def on_step_end(self, iteration, trials, **info):
+        # Tune calls a trial started once its process is up; the trial was created (and its
+        # process asked for) earlier. Its start event carries that time, so a trial's wall
+        # time in trials.csv includes the start-up it cost.
+        now = time.time()
+        for trial in trials:
+            self._seen.setdefault(trial.trial_id, now)
 
     def _write(self, event: str, trial, **extra) -> None:
         last = trial.last_result or {}
@@ -25,10 +34,42 @@ class EventLog(Callback):
             f.write(json.dumps(row) + "\n")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._write("start", trial)
+        self._write("start", trial, queued=self._seen.pop(trial.trial_id, None))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write("complete", trial)
+        self._seen.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write("error", trial)
+        self._seen.pop(trial.trial_id, None)
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every event so far; a line cut short by a crash is skipped."""
+    rows = []
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def completed_trials(path: Path) -> set[str]:
+    return {e["trial_id"] for e in read_events(path) if e["event"] == "complete"}
+
+
+def trial_wall_times(path: Path) -> dict[str, float]:
+    """Seconds from each trial's start to its end, summed over restarts: the wall time the
+    trial cost the sweep, counted from when the driver first saw the trial, so the start-up
+    of its process is included."""
+    walls, started = {}, {}
+    for e in read_events(path):
+        tid = e["trial_id"]
+        if e["event"] == "start":
+            started[tid] = min(e["time"], e.get("queued") or e["time"])
+        elif tid in started:
+            walls[tid] = walls.get(tid, 0.0) + e["time"] - started.pop(tid)
+    return walls

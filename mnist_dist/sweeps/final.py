@@ -14,7 +14,7 @@ from .results import evaluate_model, fetch_model, trial_row, write_csv
 def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, ray) -> dict:
     from ray import tune
 
-    from .runner import base_config, concurrency, make_trainable
+    from .runner import base_config, concurrency, make_trainable, reuses_processes, trial_checkpoints
 
     if "best_config" not in summary:
         return {"error": "no best config to retrain"}
@@ -25,9 +25,10 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, ray) -> dict:
     tuner = tune.Tuner(
         make_trainable(spec, opts, sweep_dir, base),
         param_space=params,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(
+        tune_config=tune.TuneConfig(reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency(
             ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)),
-        run_config=tune.RunConfig(name="final", storage_path=str(sweep_dir), verbose=opts.verbose))
+        run_config=tune.RunConfig(name="final", storage_path=str(sweep_dir), verbose=opts.verbose,
+                                  checkpoint_config=trial_checkpoints()))
     out = sweep_dir / "final"
     (out / "histories").mkdir(parents=True, exist_ok=True)
     rows, accs = [], []

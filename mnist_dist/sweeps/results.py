@@ -11,6 +11,7 @@ from ..data import load_dataset
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
+from .events import completed_trials, trial_wall_times
 from .trial import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
@@ -26,7 +27,16 @@ def trial_status(result) -> str:
     return ended_status(status)
 
 
-def trial_row(result, histories: Path) -> dict:
+def checkpoint_path(result) -> str:
+    """Where the trial's last checkpoint (holding its best model) is: a Ray Train run reports
+    it in its metrics, a reused trial process's checkpoints are Tune's own."""
+    m = result.metrics or {}
+    if m.get("checkpoint_path"):
+        return m["checkpoint_path"]
+    return result.checkpoint.path if result.checkpoint is not None else ""
+
+
+def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
     m = result.metrics or {}
     trial_id = m.get("trial_id") or Path(result.path).name
     df = result.metrics_dataframe
@@ -37,17 +47,18 @@ def trial_row(result, histories: Path) -> dict:
     if cols:
         df[cols].to_csv(histories / f"{trial_id}.csv", index=False)
         epoch_seconds = float(df["epoch_seconds"].sum())
-    trial_time = float(m.get("time_total_s", 0.0))
+    # the driver's start-to-end time, process start-up included; else Tune's own count
+    trial_time = float((walls or {}).get(trial_id) or m.get("time_total_s", 0.0))
     params = {k: v for k, v in (result.config or {}).items()}
     return {"trial_id": trial_id, "status": trial_status(result), **{f"config/{k}": v for k, v in params.items()},
             "epochs_run": m.get("epoch", 0), "val_acc": m.get("val_acc"), "val_loss": m.get("val_loss"),
             "best_val_acc": m.get("best_val_acc"), "best_epoch": m.get("best_epoch"),
-            "world_size": m.get("world_size"), "node_ids": _nodes(df),
+            "world_size": m.get("world_size"), "node_ids": _nodes(df), "pid": m.get("pid"),
             "images_per_sec": _mean(df, "images_per_sec"),
             "train_time_s": epoch_seconds, "trial_time_s": trial_time,
             "overhead_s": max(trial_time - epoch_seconds, 0.0) if trial_time else None,
             "error": str(result.error).splitlines()[0][:300] if result.error else "",
-            "checkpoint_path": m.get("checkpoint_path", "")}
+            "checkpoint_path": checkpoint_path(result)}
 
 
 def _nodes(df) -> str:
@@ -105,12 +116,40 @@ def evaluate_model(model_path: Path, base: dict) -> dict:
     return ev
 
 
+def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
+    """Trials that ended before a hard-killed driver's last snapshot recorded them: Tune's
+    resumed run does not know them, and their result files may never have been written, but
+    the event log says they ended (Optuna was told how) and their last checkpoint holds
+    every epoch's metrics. Rebuilt from that, trials.csv keeps them."""
+    import pandas as pd
+    import torch
+    from ray import tune
+
+    from ..training.reporting import RESUME_FILE
+
+    known = {(r.metrics or {}).get("trial_id") for r in grid}
+    found = []
+    for trial_id in sorted(completed_trials(sweep_dir / "events.jsonl") - known):
+        saved = sorted((sweep_dir / "tune").glob(f"*_{trial_id}_*/checkpoint_*/{RESUME_FILE}"))
+        if not saved:
+            continue
+        resume = torch.load(saved[-1], map_location="cpu", weights_only=True)
+        history = resume["state"]["history"]
+        config = torch.load(saved[-1].with_name("model.pt"), map_location="cpu", weights_only=True)["config"]
+        metrics = {**history[-1], "trial_id": trial_id, "config": {k: config[k] for k in searched}}
+        found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(saved[-1].parent)),
+                                 error=None, path=str(saved[-1].parent.parent),
+                                 metrics_dataframe=pd.DataFrame(history)))
+    return found
+
+
 def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
     from .runner import base_config
 
     histories = sweep_dir / "histories"
     histories.mkdir(exist_ok=True)
-    rows = [trial_row(r, histories) for r in grid]
+    walls = trial_wall_times(sweep_dir / "events.jsonl")
+    rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
     write_csv(rows, sweep_dir / "trials.csv")
     counts = {s: sum(r["status"] == s for r in rows)
               for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}

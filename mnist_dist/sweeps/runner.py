@@ -65,6 +65,9 @@ def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
 # A worker group that takes over 60 s to start fails its trial; on a loaded machine (or
 # while a stopped trial's workers are being released) it should wait, so allow 10 min.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+# Snapshotting the sweep after every epoch's checkpoint is what we want (see trial_checkpoints);
+# Tune warns about it when epochs are short.
+DRIVER_ENV = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 def runtime_env() -> dict:
@@ -129,14 +132,40 @@ def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = Fa
     return min(fit, limit) if limit else fit
 
 
+def reuses_processes(scaling: Scaling) -> bool:
+    """Single-worker trials run in a reused trial process; DDP trials need Ray Train."""
+    return scaling.workers == 1
+
+
 def make_trainable(spec, opts, sweep_dir: Path, base: dict | None = None):
     from ray import tune
 
-    fn = tune.with_parameters(run_trial, base=base or base_config(spec, opts), scaling=opts.scaling,
-                              storage=str(sweep_dir / "train"))
+    base = base or base_config(spec, opts)
+    if reuses_processes(opts.scaling):
+        from .trainable import EpochTrainable
+
+        trainable = tune.with_parameters(EpochTrainable, base=base, events=str(sweep_dir / "events.jsonl"))
+        resources = {"cpu": opts.scaling.cpus_per_worker, "gpu": opts.scaling.gpus_per_worker}
+        return tune.with_resources(trainable, resources)
+    fn = tune.with_parameters(run_trial, base=base, scaling=opts.scaling, storage=str(sweep_dir / "train"))
     # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.
     # A placement group cannot be empty, so it holds a token 1 MB of memory, not a CPU.
     return tune.with_resources(fn, {"memory": 1 << 20})
+
+
+def tune_failures(scaling: Scaling) -> int:
+    """Tune-level retries: a reused trial process restarts from its last epoch's checkpoint
+    (Tune restores it); a DDP trial is first restarted by Ray Train itself, then once by Tune."""
+    return scaling.max_failures if reuses_processes(scaling) else 1
+
+
+def trial_checkpoints():
+    """A trial keeps only its latest checkpoint (it holds the best model too). With num_to_keep
+    set, Tune also snapshots the sweep after each checkpoint, so `--resume` after a hard kill
+    finds every trial at its last epoch, not where a snapshot up to 10 s old left it."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=1)
 
 
 def make_searcher(spec: SweepSpec, sweep_dir: Path, opts: SweepOptions, name: str):
@@ -179,12 +208,13 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec, sweep_dir),
-            num_samples=trials,
+            num_samples=trials, reuse_actors=reuses_processes(opts.scaling),
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(sweep_dir), verbose=opts.verbose,
-            failure_config=tune.FailureConfig(max_failures=1),  # retry a failed trial once
+            failure_config=tune.FailureConfig(max_failures=tune_failures(opts.scaling)),
+            checkpoint_config=trial_checkpoints(),
             callbacks=[EventLog(sweep_dir / "events.jsonl")]))
 
 
@@ -201,6 +231,8 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     if not opts.resume:
         save_json(resolved, sweep_dir / "config.json")
         _write_yaml(resolved, sweep_dir / "config.yaml")
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
     ray = init_ray(opts)
     t0 = time.time()
     grid = make_tuner(spec, opts, sweep_dir, ray, spec.trials).fit()

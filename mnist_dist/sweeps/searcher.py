@@ -22,6 +22,32 @@ FINISHED = ("completed", "early_stopped", "diverged")  # statuses our training l
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
+    def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and (orphan := self._orphan()) is not None:
+            self._ot_trials[trial_id] = orphan
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        # The pickled sampler's random state predates every trial asked after the last
+        # snapshot; left as is, it would propose those same configs again.
+        self._ot_study.sampler.reseed_rng()
+
+    def _orphan(self):
+        """An Optuna trial left RUNNING by a driver that was killed after asking Optuna for
+        it but before Tune's snapshot recorded its Tune trial. The resumed sweep gives its
+        config to the next Tune trial, so Optuna's trials and Tune's stay one to one
+        (the define-by-run space returns the values already stored in it)."""
+        import optuna
+
+        mine = {t._trial_id for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in mine:
+                return optuna.trial.Trial(self._ot_study, frozen._trial_id)
+        return None
     def _told_already(self, trial_id: str) -> bool:
         """Optuna has this trial's end although Tune is still running it: Tune's snapshot of a
         sweep is up to 10 s old, and a resumed sweep replays trials that ended after it."""

@@ -39,8 +39,10 @@ class TrainState:
     best_val_acc: float = -1.0
     best_epoch: int = 0
     best_state: dict | None = None
+    best_val_loss: float = math.inf
     monitor_best: float = math.inf  # in "lower is better" units (accuracies negated)
     bad_epochs: int = 0
+    status: str = "running"  # running | completed | early_stopped | diverged
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -221,14 +223,25 @@ def monitored(metrics: dict, key: str) -> float:
     return -metrics[key] if key.endswith("acc") else metrics[key]
 
 
-def run_epochs(cfg: TrainConfig, trainer: Trainer, reporter: Reporter) -> TrainState:
-    state = TrainState()
-    saved = reporter.restore()
-    if saved:  # restarted after a failure: continue where the last checkpoint left off
-        trainer.load_resume_state(saved["trainer"])
-        state = TrainState(**saved["state"])
-    status = "completed"
-    while state.epoch < cfg.epochs:
+class EpochRun:
+    """A training run advanced one epoch per `step()`. The one epoch loop of the project:
+    `mnist-dist train`, every Ray Train worker and a reused Tune trial process drive it."""
+
+    def __init__(self, cfg: TrainConfig, trainer: Trainer):
+        self.cfg, self.trainer, self.state = cfg, trainer, TrainState()
+
+    @property
+    def done(self) -> bool:
+        return self.state.status != "running" or self.state.epoch >= self.cfg.epochs
+
+    def restore(self, saved: dict) -> None:
+        """Continue where a checkpoint (`checkpoint()["resume"]`) left off."""
+        self.trainer.load_resume_state(saved["trainer"])
+        self.state = TrainState(**saved["state"])
+
+    def step(self) -> dict:
+        """Train and validate one epoch; returns its metrics (what every reporter gets)."""
+        cfg, trainer, state = self.cfg, self.trainer, self.state
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         train_loss, train_acc, n_seen, diverged = trainer.train_epoch(epoch)
@@ -242,38 +255,53 @@ def run_epochs(cfg: TrainConfig, trainer: Trainer, reporter: Reporter) -> TrainS
              "node_ids": trainer.node_ids}
         state.epoch = epoch
         if diverged:
-            status = "diverged"
+            state.status = "diverged"
         else:
-            if val_acc > state.best_val_acc:
-                state.best_val_acc, state.best_epoch = val_acc, epoch
-                state.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-            if trainer.plateau:
-                trainer.plateau.step(val_loss)
-            value = monitored(m, cfg.early_stopping_monitor)
-            if value < state.monitor_best:
-                state.monitor_best, state.bad_epochs = value, 0
-            else:
-                state.bad_epochs += 1
-            if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
-                status = "early_stopped"
-        done = status != "completed" or epoch == cfg.epochs
+            self._track_best(m)
+        if state.status == "running" and epoch == cfg.epochs:
+            state.status = "completed"
         m.update(best_val_acc=max(state.best_val_acc, 0.0), best_epoch=state.best_epoch,
-                 status=status if done else "running", finished=done)
+                 best_val_loss=state.best_val_loss, status=state.status, finished=self.done)
         state.history.append(m)
-        reporter.report(m, lambda: checkpoint(cfg, trainer, state, m))
-        if done:
-            break
-    return state
+        return m
+
+    def _track_best(self, m: dict) -> None:
+        """Best model so far, ReduceLROnPlateau and early stopping, after a healthy epoch."""
+        cfg, state = self.cfg, self.state
+        if m["val_acc"] > state.best_val_acc:
+            state.best_val_acc, state.best_epoch = m["val_acc"], m["epoch"]
+            state.best_state = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+        state.best_val_loss = min(state.best_val_loss, m["val_loss"])
+        if self.trainer.plateau:
+            self.trainer.plateau.step(m["val_loss"])
+        value = monitored(m, cfg.early_stopping_monitor)
+        if value < state.monitor_best:
+            state.monitor_best, state.bad_epochs = value, 0
+        else:
+            state.bad_epochs += 1
+        if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+            state.status = "early_stopped"
+
+    def checkpoint(self) -> dict:
+        """What goes into an epoch's checkpoint: the resume state and the best model so far."""
+        state, trainer = self.state, self.trainer
+        best = state.history[state.best_epoch - 1] if state.best_epoch else state.history[-1]
+        payload = model_payload(trainer.model, self.cfg.to_dict(), trainer.data.classes, trainer.data.mean,
+                                trainer.data.std, trainer.data.name, best,
+                                state.best_state or trainer.model.state_dict())
+        resume = {"trainer": trainer.resume_state(), "state": dict(vars(state))}
+        return {"resume": resume, "model": payload}
 
 
-def checkpoint(cfg: TrainConfig, trainer: Trainer, state: TrainState, metrics: dict) -> dict:
-    """What goes into an epoch's checkpoint: the resume state and the best model so far."""
-    best = state.history[state.best_epoch - 1] if state.best_epoch else metrics
-    payload = model_payload(trainer.model, cfg.to_dict(), trainer.data.classes, trainer.data.mean,
-                            trainer.data.std, trainer.data.name, best,
-                            state.best_state or trainer.model.state_dict())
-    resume = {"trainer": trainer.resume_state(), "state": dict(vars(state))}
-    return {"resume": resume, "model": payload}
+def run_epochs(cfg: TrainConfig, trainer: Trainer, reporter: Reporter) -> TrainState:
+    run = EpochRun(cfg, trainer)
+    saved = reporter.restore()
+    if saved:  # restarted after a failure: continue where the last checkpoint left off
+        run.restore(saved)
+    while not run.done:
+        metrics = run.step()
+        reporter.report(metrics, run.checkpoint)
+    return run.state
 
 
 def select_device() -> torch.device:

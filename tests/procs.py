@@ -1,0 +1,49 @@
+"""Processes of this machine, read from /proc: what a test needs to find and kill Ray's."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, session id) of a live process, None once it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[3]))
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process of a session: a `ray start` run with start_new_session=True, its
+    GCS, raylet and every worker the raylet spawned (they change process group, not session)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) and st[1] == sid:
+            pids.append(int(entry))
+    return pids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill_session(sid: int, grace: float = 5.0) -> None:
+    """SIGTERM the session, SIGKILL what is left after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in session_pids(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + wait
+        while session_pids(sid) and time.time() < deadline:
+            time.sleep(0.2)
+        if not session_pids(sid):
+            return
