@@ -162,10 +162,11 @@ class LocalCluster:
             rc = "timeout"
         assert rc == 0, f"sweep exited {rc}:\n{proc.log.read_text()[-4000:]}"
 
-    def train_workers(self) -> set[int]:
-        """PIDs of the Ray Train worker actors (class RayTrainWorker) on any node of this cluster."""
+    def actors(self, name: str) -> set[int]:
+        """PIDs of the actors of class `name` on any node of this cluster: RayTrainWorker (a
+        DDP trial's Ray Train workers) or EpochTrainable (a single-worker trial's process)."""
         return {pid for node in self.nodes.values() for pid in node.pids()
-                if cmdline(pid).startswith("ray::RayTrainWorker")}
+                if cmdline(pid).startswith(f"ray::{name}")}
 
     def shutdown(self) -> None:
         for proc in self.others:
@@ -219,8 +220,11 @@ def reported_epochs(sweep: Path, trial_id: str) -> list[int]:
 
 
 def train_progress(sweep: Path) -> dict[str, dict]:
-    """trial id -> metrics of the trial's latest persisted checkpoint, from Ray Train's own
-    checkpoint_manager_snapshot.json (written after each checkpoint lands in storage)."""
+    """trial id -> metrics of the trial's latest persisted checkpoint: from Ray Train's own
+    checkpoint_manager_snapshot.json for a DDP trial, from the resume state inside the
+    checkpoint of a single-worker trial (Tune's class Trainable)."""
+    import torch
+
     progress = {}
     for snap in sweep.glob("train/train-*/checkpoint_manager_snapshot.json"):
         try:
@@ -228,6 +232,13 @@ def train_progress(sweep: Path) -> dict[str, dict]:
         except (OSError, ValueError):  # being rewritten right now: read it next time
             continue
         progress[snap.parent.name.removeprefix("train-")] = latest.get("metrics", {})
+    for resume in sweep.glob("tune/*/checkpoint_*/resume.pt"):
+        try:
+            history = torch.load(resume, map_location="cpu", weights_only=True)["state"]["history"]
+        except Exception:  # being moved into place right now: read it next time
+            continue
+        trial_id = resume.parent.parent.name.split("_")[1]
+        progress[trial_id] = history[-1] if history else {}
     return progress
 
 
@@ -298,54 +309,62 @@ def test_no_secrets_in_cluster_config_or_notes():
 @pytest.mark.slow
 def test_sweep_runs_trials_on_both_nodes_and_gathers_results(two_nodes, tmp_path):
     cluster = two_nodes
-    # Training (a few seconds) outlasts the gap between the two trials' starts, so the second
-    # trial's worker cannot wait for the first one's CPU: it must take the other node's.
-    cfg = write_spec(tmp_path / "mlp.yaml", trials=2, max_concurrent=2,
-                     fixed={"epochs": 2, "train_limit": 10000, "test_limit": 500},
-                     space={"lr": {"choice": [0.01, 0.03]}})
-    cluster.finish(cluster.sweep(sweep_args("mlp", cfg, tmp_path, "multi"), tmp_path / "sweep.log"))
+    # Training (several seconds) outlasts a trial process's start, so the second trial cannot
+    # wait for the first one's process to be free: it must take the other node's CPU.
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=2, max_concurrent=2, fixed=SLOW["fixed"],
+                     space={"lr": {"choice": [0.001, 0.002]}})
+    cluster.finish(cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "multi"), tmp_path / "sweep.log"))
     sweep = tmp_path / "multi"
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["trials_run"] == summary["completed"] == 2
     rows = read_csv(sweep / "trials.csv")
     # 1 CPU per node, 1 CPU per trial, 2 at once: one trial per node.
     assert {r["node_ids"] for r in rows} == {cluster.nodes["head"].node_id, cluster.nodes["b"].node_id}
-    # Everything in one place: each trial's checkpoint under the sweep's train/ folder, its
+    # Everything in one place: each trial's checkpoint under the sweep's tune/ folder, its
     # history, and the best model copied out of its checkpoint and re-evaluated.
     for r in rows:
-        assert Path(r["checkpoint_path"]).parent.parent == sweep / "train"
+        assert Path(r["checkpoint_path"]).parent.parent == sweep / "tune"  # Tune's own trial folders
         assert (Path(r["checkpoint_path"]) / "model.pt").is_file()
-        assert epochs(sweep, r["trial_id"]) == [1, 2]
+        assert epochs(sweep, r["trial_id"]) == [1, 2, 3]
     assert (sweep / "best" / "model.pt").is_file() and summary["test_acc"] > 0.5
 
 
 @pytest.mark.slow
-def test_killed_train_worker_resumes_from_its_last_checkpoint(two_nodes, tmp_path):
-    """(a) SIGKILL the trial's Ray Train worker after its first epoch: Train restarts the
-    worker group from the last checkpoint; the history goes 1, 2, 3, never back to 1."""
+@pytest.mark.parametrize("workers, actor", [(1, "EpochTrainable"), (2, "RayTrainWorker")])
+def test_killed_trial_process_resumes_from_its_last_checkpoint(two_nodes, tmp_path, workers, actor):
+    """(a) SIGKILL a trial's process after its first epoch: a single-worker trial's reused
+    process (Tune restores the trial from its last checkpoint in a new one), or one of a DDP
+    trial's two Ray Train workers (Train restarts the worker group from the last checkpoint).
+    Either way the history goes 1, 2, 3, never back to 1."""
     cluster = two_nodes
-    cfg = write_spec(tmp_path / "lenet5.yaml", trials=1, fixed=SLOW["fixed"],
+    # 24,000 images: a few seconds per epoch, time enough to kill it mid-run
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=1, fixed={**SLOW["fixed"], "train_limit": 24000},
                      space={"lr": {"choice": [0.001]}})
-    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "kill-worker"), tmp_path / "sweep.log")
-    sweep = tmp_path / "kill-worker"
+    name = f"kill-{workers}"
+    proc = cluster.sweep(sweep_args("lenet5", cfg, tmp_path, name, "--workers", str(workers)),
+                         tmp_path / "sweep.log")
+    sweep = tmp_path / name
     wait_for("epoch 1 checkpointed", lambda: any(
         m.get("epoch", 0) >= 1 and not m.get("finished") for m in train_progress(sweep).values()), proc)
-    victim, = wait_for("one Train worker", lambda: len(w := cluster.train_workers()) == 1 and w, proc)
+    victims = wait_for(f"{workers} {actor}", lambda: len(w := cluster.actors(actor)) == workers and w, proc)
     epoch_at_kill = max(m["epoch"] for m in train_progress(sweep).values())
+    victim = min(victims)
     os.kill(victim, signal.SIGKILL)
-    respawned = wait_for("a new Train worker", lambda: cluster.train_workers() - {victim}, proc)
+    respawned = wait_for(f"a new {actor}", lambda: cluster.actors(actor) - victims, proc)
     cluster.finish(proc)
     rows = read_csv(sweep / "trials.csv")
     assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["epochs_run"] == "3"
     assert reported_epochs(sweep, rows[0]["trial_id"]) == [1, 2, 3]  # continued after epoch_at_kill
     assert epoch_at_kill < 3 and respawned
-    # Ray Train absorbed the failure: Tune saw one start, one completion, no error.
-    assert [e["event"] for e in events(sweep)] == ["start", "complete"]
+    if workers > 1:  # Ray Train absorbed the failure: Tune saw one start, one completion, no error
+        assert [e["event"] for e in events(sweep)] == ["start", "complete"]
+    else:  # Tune restarted the trial from its checkpoint: started twice, completed once
+        assert [e["event"] for e in events(sweep)] == ["start", "retry", "start", "complete"]
 
 
 def checkpoints(sweep: Path, trial_id: str) -> list[str]:
-    """The checkpoint folders of the trial's Ray Train run (it keeps the latest only)."""
-    return sorted(p.name for p in (sweep / "train" / f"train-{trial_id}").glob("checkpoint_*") if p.is_dir())
+    """The checkpoint folders of a single-worker trial (Tune keeps the latest only)."""
+    return sorted(p.name for p in sweep.glob(f"tune/*_{trial_id}_*/checkpoint_*") if p.is_dir())
 
 
 @pytest.mark.slow

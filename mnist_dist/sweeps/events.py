@@ -40,6 +40,9 @@ class EventLog(Callback):
         self._write("complete", trial)
         self._seen.pop(trial.trial_id, None)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._write("retry", trial)  # failed; Tune restarts it from its last checkpoint
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write("error", trial)
         self._seen.pop(trial.trial_id, None)
@@ -68,8 +71,8 @@ def trial_wall_times(path: Path) -> dict[str, float]:
     walls, started = {}, {}
     for e in read_events(path):
         tid = e["trial_id"]
-        if e["event"] == "start":
-            started[tid] = min(e["time"], e.get("queued") or e["time"])
-        elif tid in started:
+        if e["event"] == "start":  # a restart after a retry keeps counting from the first start
+            started.setdefault(tid, min(e["time"], e.get("queued") or e["time"]))
+        elif e["event"] in ("complete", "error") and tid in started:
             walls[tid] = walls.get(tid, 0.0) + e["time"] - started.pop(tid)
     return walls

@@ -146,7 +146,11 @@ def make_trainable(spec, opts, sweep_dir: Path, base: dict | None = None):
 
         trainable = tune.with_parameters(EpochTrainable, base=base, events=str(sweep_dir / "events.jsonl"))
         resources = {"cpu": opts.scaling.cpus_per_worker, "gpu": opts.scaling.gpus_per_worker}
-        return tune.with_resources(trainable, resources)
+        trainable = tune.with_resources(trainable, resources)
+        # Ray names an actor's process after its class's qualified name: `ray::EpochTrainable`
+        # in ps and the dashboard, not the wrapper's `ResourceTrainable`
+        trainable.__qualname__ = EpochTrainable.__name__
+        return trainable
     fn = tune.with_parameters(run_trial, base=base, scaling=opts.scaling, storage=str(sweep_dir / "train"))
     # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.
     # A placement group cannot be empty, so it holds a token 1 MB of memory, not a CPU.
