@@ -101,10 +101,16 @@ class DefineByRun:
         self.space = space
 
     def __call__(self, trial) -> None:
-        chosen = {}
-        for name, d in self.space.items():
-            if all(chosen.get(p) in vals for p, vals in (d.get("when") or {}).items()):
-                chosen[name] = suggest(trial, name, d)
+        sample(trial, self.space)  # Ray's OptunaSearch reads the values from the trial
+
+
+def sample(trial, space: dict) -> dict:
+    """One config from the space: conditional params only when their `when` holds."""
+    chosen = {}
+    for name, d in space.items():
+        if all(chosen.get(p) in vals for p, vals in (d.get("when") or {}).items()):
+            chosen[name] = suggest(trial, name, d)
+    return chosen
 
 
 def in_range(value, d: dict) -> bool:
