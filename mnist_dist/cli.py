@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("mnist_dist.training.cli", "train one architecture locally and evaluate it on the test set"),
     "sweep": ("mnist_dist.sweeps.cli", "hyperparameter sweep with Ray Tune + Optuna over Ray Train trials"),
     "report": ("mnist_dist.report.cli", "tables, plots and an HTML report over everything in results/"),
+    "dashboard": ("mnist_dist.sweeps.dashboard", "serve a sweep's Optuna study in optuna-dashboard on 127.0.0.1"),
     "predict": ("mnist_dist.predict.cli", "predict the class of image files with a trained model"),
     "evaluate": ("mnist_dist.predict.evaluate_cli", "evaluate a trained model on a dataset or image folder"),
     "export": ("mnist_dist.predict.export", "export a trained model (TorchScript, ONNX) for deployment"),
