@@ -172,13 +172,17 @@ def flags_to_overrides(args) -> dict:
 def load_yaml(path: str | Path) -> dict:
     import yaml
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({e.__class__.__name__}: {e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return data

@@ -6,7 +6,7 @@ import base64
 import time
 from html import escape
 
-from . import stats, tables
+from . import hparams, stats, tables
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
@@ -163,9 +163,11 @@ def trials_table(src) -> str:
     t = src.trials
     if t is None or t.empty:
         return ""
-    keep = [c for c in t.columns if c in ("trial_id", "status", "epochs_run", "best_val_acc", "train_time_s")
+    metric = hparams.metric_column(src)  # the sweep's own metric, best first by its mode
+    keep = [c for c in t.columns if c in ("trial_id", "status", "epochs_run", "best_val_acc", metric, "train_time_s")
             or c.startswith("config/")]
-    t = t[keep].sort_values("best_val_acc", ascending=False) if "best_val_acc" in keep else t[keep]
+    ascending = src.summary.get("mode") == "min"
+    t = t[keep].sort_values(metric, ascending=ascending) if metric in keep else t[keep]
     rows = [[escape(tables.fmt_value(v)) if v == v else "-" for v in r] for r in t.itertuples(index=False)]
     return (f"<details><summary>All {len(t)} trials, best first</summary>"
             + table([c.removeprefix("config/") for c in keep], rows) + "</details>")

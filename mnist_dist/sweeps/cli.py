@@ -47,6 +47,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, help="seed for TPE and every trial's training")
     p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about a minute)")
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
+    p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
+                   "files {label}_{index}.png or {label}/ subfolders) instead of --dataset")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the sweep folder)")
     p.add_argument("--final-seeds", type=int, default=0, metavar="K",
                    help="retrain the best config with K more seeds and report test mean +/- std")
@@ -62,11 +64,28 @@ def validate_gpu_sharing(args) -> None:
                           "single-worker trials (--workers 1) instead")
 
 
+def check_image_folder(path: str) -> None:
+    """Before Ray starts: the folder and its two splits exist (reading every image waits
+    for the trials)."""
+    from pathlib import Path
+
+    from ..config import ConfigError
+
+    root = Path(path).expanduser()
+    missing = [split for split in ("train", "test") if not (root / split).is_dir()]
+    if missing:
+        raise ConfigError(f"images {root}: expected subfolders train/ and test/; missing {', '.join(missing)}/")
+
+
 def build(args, arch: str):
     from .runner import SweepOptions
     from .trial import Scaling
 
     spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed})
+    if args.images:
+        spec.fixed["images"] = args.images
+    if spec.fixed.get("images"):
+        check_image_folder(spec.fixed["images"])
     opts = SweepOptions(
         results_dir=args.results_dir, name=args.name if args.arch != "all" else None,
         scaling=Scaling(args.workers, args.cpus_per_worker, args.gpus_per_worker),

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 import statistics
 from pathlib import Path
 
 from ..config import save_json
-from ..data import load_dataset
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
@@ -52,7 +52,8 @@ def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
     params = {k: v for k, v in (result.config or {}).items()}
     return {"trial_id": trial_id, "status": trial_status(result), **{f"config/{k}": v for k, v in params.items()},
             "epochs_run": m.get("epoch", 0), "val_acc": m.get("val_acc"), "val_loss": m.get("val_loss"),
-            "best_val_acc": m.get("best_val_acc"), "best_epoch": m.get("best_epoch"),
+            "best_val_acc": m.get("best_val_acc"), "best_val_loss": m.get("best_val_loss"),
+            "train_acc": m.get("train_acc"), "train_loss": m.get("train_loss"), "best_epoch": m.get("best_epoch"),
             "world_size": m.get("world_size"), "node_ids": _nodes(df), "pid": m.get("pid"),
             "images_per_sec": _mean(df, "images_per_sec"),
             "train_time_s": epoch_seconds, "trial_time_s": trial_time,
@@ -82,12 +83,14 @@ def write_csv(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def pick_best(rows: list[dict], mode: str) -> dict | None:
-    ok = [r for r in rows if r["status"] not in ("failed", "diverged") and r["best_val_acc"] is not None
-          and r["checkpoint_path"]]
+def pick_best(rows: list[dict], metric: str, mode: str) -> dict | None:
+    """The trial the sweep's metric and mode rank first, by its last reported value (what
+    Tune's scheduler and Optuna were told too)."""
+    ok = [r for r in rows if r["status"] not in ("failed", "diverged") and r["checkpoint_path"]
+          and r.get(metric) is not None and math.isfinite(r[metric])]
     if not ok:
         return None
-    key = lambda r: r["best_val_acc"]  # noqa: E731
+    key = lambda r: r[metric]  # noqa: E731
     return max(ok, key=key) if mode == "max" else min(ok, key=key)
 
 
@@ -104,13 +107,17 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
 
 
 def evaluate_model(model_path: Path, base: dict) -> dict:
+    """The model on the test split of the data its sweep trained on (a dataset or an image
+    folder, cut to test_limit as the trials were)."""
     import torch
+
+    from ..config import TrainConfig
+    from ..training.loop import load_data
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # alexnet's 227x227 test set wants a GPU
     model, payload = load_model(model_path, device)
-    data = load_dataset(payload["dataset"], base.get("data_dir"))
-    n = base.get("test_limit") or len(data.test_x)
-    ev = evaluate(model, data.test_x[:n], data.test_y[:n], input_spec(payload), data.mean, data.std,
+    data = load_data(TrainConfig.from_dict(base))
+    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std,
                   data.classes, device)
     ev["parameters"] = count_parameters(model)
     return ev
@@ -144,7 +151,7 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
 
 
 def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
-    from .runner import base_config
+    from .runner import base_config, data_label
 
     histories = sweep_dir / "histories"
     histories.mkdir(exist_ok=True)
@@ -154,18 +161,18 @@ def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
     counts = {s: sum(r["status"] == s for r in rows)
               for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}
     overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
-    summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": spec.dataset,
+    summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": data_label(spec),
                "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,
                "workers": opts.scaling.workers, "wall_time_s": wall_time,
                "overhead_per_trial_s": statistics.mean(overheads) if overheads else None,
                "train_time_s": sum(r["train_time_s"] for r in rows)}
-    best = pick_best(rows, spec.mode)
+    best = pick_best(rows, spec.metric, spec.mode)
     if best:
         base = base_config(spec, opts)
         model_path = fetch_model(best["checkpoint_path"], sweep_dir / "best")
         ev = evaluate_model(model_path, base)
         save_evaluation(ev, sweep_dir / "best")
-        summary.update(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"],
+        summary.update(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"], best_metric=best[spec.metric],
                        best_config={k[7:]: v for k, v in best.items() if k.startswith("config/")},
                        test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"],
                        best_images_per_sec=best["images_per_sec"], best_train_time_s=best["train_time_s"])

@@ -31,20 +31,59 @@ class SweepOptions:
     verbose: int = 1
 
 
+def data_label(spec: SweepSpec) -> str:
+    """The dataset's name, or an image folder's."""
+    return Path(spec.fixed["images"]).name if spec.fixed.get("images") else spec.dataset
+
+
 def sweep_name(spec: SweepSpec, opts: SweepOptions) -> str:
-    return opts.name or f"{spec.arch}-{spec.dataset}" + ("-smoke" if opts.smoke_test else "")
+    return opts.name or f"{spec.arch}-{data_label(spec)}" + ("-smoke" if opts.smoke_test else "")
 
 
-def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> Path:
+class SweepLock:
+    """Holds a sweep folder for the life of one driver: an OS lock on `.lock` inside it,
+    which the kernel drops when the process ends, however it ends (so a crashed driver
+    never leaves the folder stuck, and `--resume` can take it over at once). The file
+    names the holder so a second driver's error can say who has it."""
+
+    def __init__(self, sweep_dir: Path):
+        import fcntl
+        import socket
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(sweep_dir / ".lock", "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ConfigError(f"{sweep_dir} is in use by a running sweep ({holder}); wait for it to "
+                              "finish, or pass --name to start a separate sweep") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()  # closing the file releases the lock
+
+
+def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> tuple[Path, SweepLock]:
+    """Claim the sweep's folder, then check it holds what the options say."""
     sweep_dir = (Path(opts.results_dir) / sweep_name(spec, opts)).resolve()
+    lock = SweepLock(sweep_dir)
     tune_dir = sweep_dir / "tune"
-    if opts.resume and not tune_dir.exists():
-        raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume")
-    if not opts.resume and tune_dir.exists():
-        raise ConfigError(f"{sweep_dir} already holds a sweep; pass --resume to continue it, "
-                          "or --name to start a new one")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    return sweep_dir
+    try:
+        if opts.resume and not tune_dir.exists():
+            raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume")
+        if not opts.resume and tune_dir.exists():
+            raise ConfigError(f"{sweep_dir} already holds a sweep; pass --resume to continue it, "
+                              "or --name to start a new one")
+    except ConfigError:
+        lock.release()
+        raise
+    return sweep_dir, lock
 
 
 def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
@@ -55,6 +94,8 @@ def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
     base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset, "seed": spec.seed}).to_dict()
     if opts.data_dir:
         base["data_dir"] = str(Path(opts.data_dir).resolve())
+    if base.get("images"):  # trials run in their own folders: paths must be absolute
+        base["images"] = str(Path(base["images"]).expanduser().resolve())
     if opts.smoke_test:
         base.update(SMOKE, epochs=1)
     return base
@@ -224,13 +265,20 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
 
 def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     """Run (or resume) the sweep and write its results; returns summary.json's contents."""
-    from .results import collect
-
     if opts.smoke_test:  # 1 epoch means nothing to schedule and no epochs to search
         spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
         spec.space.pop("epochs", None)
         spec.fixed["epochs"] = 1
-    sweep_dir = prepare_dir(spec, opts)
+    sweep_dir, lock = prepare_dir(spec, opts)
+    try:
+        return _run(spec, opts, sweep_dir)
+    finally:
+        lock.release()
+
+
+def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
+    from .results import collect
+
     resolved = {"sweep": spec.to_dict(), "options": asdict(opts), "base_config": base_config(spec, opts)}
     if not opts.resume:
         save_json(resolved, sweep_dir / "config.json")

@@ -8,14 +8,21 @@ for sgd/rmsprop, say). Keys of `space` and `fixed` are TrainConfig fields.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import FIELDS, ConfigError, coerce, load_yaml, resolve, unknown_key_error
 from ..models import get_entry
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+# The shipped sweep configs are package data, so a wheel install has them too;
+# the repository's sweeps/ARCH.yaml are links to them.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 KINDS = ("loguniform", "uniform", "int", "choice")
+# What a trial reports every epoch that a sweep can rank trials by, with the mode that
+# makes sense for it. best_*: the best epoch so far, so a trial is ranked by its best model.
+METRICS = {"best_val_acc": "max", "best_val_loss": "min", "val_acc": "max", "val_loss": "min",
+           "train_acc": "max", "train_loss": "min"}
 SEARCHABLE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "dropout",
               "batch_size", "epochs", "lr_plateau_factor", "augment", "val_fraction")
 
@@ -138,8 +145,11 @@ def baseline_point(spec: SweepSpec) -> dict:
 def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None = None) -> SweepSpec:
     """sweeps/<arch>.yaml (or `path`) <- overrides; every key and value checked."""
     get_entry(arch)
-    path = Path(path) if path else SWEEPS_DIR / f"{arch}.yaml"
-    raw = load_yaml(path) if path.exists() else {"arch": arch}
+    if path is None and not (CONFIGS_DIR / f"{arch}.yaml").is_file():
+        raise ConfigError(f"no sweep config is shipped for {arch!r} (expected {CONFIGS_DIR / (arch + '.yaml')}); "
+                          "pass --config FILE")
+    path = Path(path).expanduser() if path else CONFIGS_DIR / f"{arch}.yaml"
+    raw = load_yaml(path)  # a missing, unreadable or malformed file is an error naming it
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     where = str(path)
     for key in raw:
@@ -156,8 +166,16 @@ def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None 
 
 
 def validate(spec: SweepSpec, where: str) -> None:
+    if spec.metric not in METRICS:
+        close = difflib.get_close_matches(str(spec.metric), list(METRICS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: metric {spec.metric!r} is not something trials report{hint}; "
+                          f"known: {', '.join(METRICS)}")
     if spec.mode not in ("max", "min"):
         raise ConfigError(f"{where}: mode={spec.mode!r}; expected max or min")
+    if spec.mode != METRICS[spec.metric]:
+        raise ConfigError(f"{where}: metric {spec.metric} with mode {spec.mode} would pick the worst trial; "
+                          f"use mode: {METRICS[spec.metric]}")
     if not isinstance(spec.trials, int) or spec.trials < 1:
         raise ConfigError(f"{where}: trials={spec.trials!r}; expected an integer >= 1")
     if spec.max_concurrent is not None and spec.max_concurrent < 1:

@@ -1,0 +1,169 @@
+"""A sweep does what its config says: the config file, where the shipped ones live, the
+metric and mode, image-folder data and one driver per sweep folder (issue 12)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+from mnist_dist.config import ConfigError
+from mnist_dist.models import list_models
+from mnist_dist.sweeps.results import pick_best
+from mnist_dist.sweeps.spec import CONFIGS_DIR, load_spec
+
+from .conftest import REPO, smoke_options
+
+RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
+
+
+def write_spec(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_every_architecture_ships_a_valid_sweep_config(arch):
+    """Adding an architecture needs its YAML: this fails for one registered without it."""
+    spec = load_spec(arch)
+    assert (CONFIGS_DIR / f"{arch}.yaml").is_file() and spec.arch == arch and spec.space
+    # the repository's sweeps/ARCH.yaml is the same file (a link into the package)
+    assert (REPO / "sweeps" / f"{arch}.yaml").read_text() == (CONFIGS_DIR / f"{arch}.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_sweep_configs(tmp_path):
+    """A non-editable install (a wheel) has no repository beside it: the YAMLs are package data."""
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel, = tmp_path.glob("mnist_dist-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for arch in list_models():
+        assert f"mnist_dist/sweeps/configs/{arch}.yaml" in names, arch
+
+
+def test_missing_or_unreadable_config_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="no/such/file.yaml: config file not found"):
+        load_spec("mlp", "/no/such/file.yaml")
+    with pytest.raises(ConfigError, match="is a folder; expected a YAML config file"):
+        load_spec("mlp", tmp_path)
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="binary.yaml: cannot read it"):
+        load_spec("mlp", tmp_path / "binary.yaml")
+    (tmp_path / "bad.yaml").write_text("space: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_spec("mlp", tmp_path / "bad.yaml")
+
+
+def test_missing_config_fails_before_ray_starts(tmp_path):
+    t0 = time.time()
+    out = subprocess.run(RUN + ["lenet5", "--config", "/no/such/file.yaml", "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "/no/such/file.yaml: config file not found" in out.stderr
+    assert "Started a local Ray instance" not in out.stderr + out.stdout
+    assert time.time() - t0 < 30 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("metric, mode, message", [
+    ("val_los", "min", "did you mean 'val_loss'"),
+    ("accuracy", "max", "not something trials report"),
+    ("val_loss", "max", "would pick the worst trial; use mode: min"),
+])
+def test_metric_and_mode_are_checked(tmp_path, metric, mode, message):
+    cfg = write_spec(tmp_path / "s.yaml", metric=metric, mode=mode, space={"lr": {"loguniform": [1e-3, 1e-1]}})
+    with pytest.raises(ConfigError, match=message):
+        load_spec("mlp", cfg)
+
+
+def test_pick_best_follows_metric_and_mode():
+    rows = [{"trial_id": t, "status": "completed", "checkpoint_path": "x", "val_loss": loss, "best_val_acc": acc}
+            for t, loss, acc in (("a", 0.30, 0.95), ("b", 0.10, 0.93), ("c", 0.20, 0.97))]
+    rows.append({"trial_id": "d", "status": "diverged", "checkpoint_path": "x", "val_loss": float("nan"),
+                 "best_val_acc": 0.0})
+    assert pick_best(rows, "val_loss", "min")["trial_id"] == "b"
+    assert pick_best(rows, "best_val_acc", "max")["trial_id"] == "c"
+
+
+def write_image_folder(root: Path, mnist, n_train: int = 600, n_test: int = 100) -> None:
+    for split, (x, y) in {"train": (mnist.train_x[:n_train], mnist.train_y[:n_train]),
+                          "test": (mnist.test_x[:n_test], mnist.test_y[:n_test])}.items():
+        (root / split).mkdir(parents=True)
+        for i, (img, label) in enumerate(zip(x.numpy(), y.tolist())):
+            cv2.imwrite(str(root / split / f"{label}_{i}.png"), img)
+
+
+@pytest.mark.slow
+def test_sweep_over_an_image_folder_ranked_by_validation_loss(ray_session, mnist, tmp_path):
+    """`--images DIR` (here through the options the flag sets) and `metric: best_val_loss,
+    mode: min`: the trials train on the folder, the best trial is the one with the lowest
+    validation loss, and its test accuracy is computed on the folder's own test images."""
+    from mnist_dist.sweeps.runner import run_sweep
+    from mnist_dist.training import load_model
+    from mnist_dist.training.checkpoint import input_spec
+    from mnist_dist.training.evaluate import evaluate
+    from mnist_dist.data import load_image_folder
+
+    folder = tmp_path / "my digits"
+    write_image_folder(folder, mnist)
+    cfg = write_spec(tmp_path / "mlp.yaml", trials=3, metric="best_val_loss", mode="min",
+                     scheduler={"type": "none"}, fixed={"epochs": 2, "images": str(folder)},
+                     space={"lr": {"choice": [1e-4, 0.01, 0.03]}}, baseline_first=False)
+    spec = load_spec("mlp", cfg)
+    summary = run_sweep(spec, smoke_options(tmp_path, "folder", workers=1, smoke_test=False))
+    rows = read_csv(tmp_path / "folder" / "trials.csv")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    lowest = min(rows, key=lambda r: float(r["best_val_loss"]))
+    assert summary["best_trial"] == lowest["trial_id"] and summary["dataset"] == "my digits"
+    assert summary["best_metric"] == pytest.approx(float(lowest["best_val_loss"]))
+    model, payload = load_model(tmp_path / "folder" / "best" / "model.pt")
+    data = load_image_folder(folder)
+    assert payload["classes"] == list(data.classes) or tuple(payload["classes"]) == data.classes
+    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std, data.classes)
+    assert ev["accuracy"] == summary["test_acc"] and len(data.test_y) == 100
+
+
+@pytest.mark.slow
+def test_two_sweeps_of_one_name_exactly_one_runs(tmp_path):
+    args = ["mlp", "--smoke-test", "--results-dir", str(tmp_path), "--name", "same", "--quiet"]
+    procs = [subprocess.Popen(RUN + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(rc for rc, _, _ in outs)
+    assert codes == [0, 2], [err[-2000:] for _, _, err in outs]
+    loser = next(err for rc, _, err in outs if rc == 2)
+    assert "is in use by a running sweep (pid" in loser and str(tmp_path / "same") in loser
+    assert "Started a local Ray instance" not in loser  # it stopped before starting anything
+    sweep = tmp_path / "same"
+    assert len(read_csv(sweep / "trials.csv")) == 2
+    assert len([json.loads(line) for line in (sweep / "events.jsonl").read_text().splitlines()
+                if '"complete"' in line]) == 2
+    import optuna
+
+    study = optuna.load_study(study_name="same", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert len(study.trials) == 2
+
+
+def test_a_dead_holder_does_not_keep_the_folder(tmp_path):
+    """The lock belongs to a process: once it is gone (crashed, killed), the folder is free."""
+    code = ("import sys; from pathlib import Path; from mnist_dist.sweeps.runner import SweepLock; "
+            "SweepLock(Path(sys.argv[1])); import os; os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], check=True, timeout=120)
+    from mnist_dist.sweeps.runner import SweepLock
+
+    lock = SweepLock(tmp_path / "s")  # taken over at once
+    with pytest.raises(ConfigError, match="in use by a running sweep"):
+        SweepLock(tmp_path / "s")  # ...and held against a second driver (even in one process)
+    lock.release()
