@@ -167,3 +167,13 @@ def test_a_dead_holder_does_not_keep_the_folder(tmp_path):
     with pytest.raises(ConfigError, match="in use by a running sweep"):
         SweepLock(tmp_path / "s")  # ...and held against a second driver (even in one process)
     lock.release()
+
+
+def test_sweeps_command_shows_where_the_shipped_configs_are(capsys):
+    from mnist_dist.cli import main
+
+    assert main(["sweeps", "--path"]) == 0
+    assert capsys.readouterr().out.strip() == str(CONFIGS_DIR)
+    assert main(["sweeps"]) == 0
+    out = capsys.readouterr().out
+    assert str(CONFIGS_DIR) in out and all(f"{arch}.yaml" in out for arch in list_models())
