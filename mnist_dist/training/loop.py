@@ -16,6 +16,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -29,6 +30,7 @@ from .checkpoint import model_payload
 from .reporting import LocalReporter, Reporter, make_reporter
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
+PROGRESS_EVERY_S = 0.5  # wall seconds between Trainer.on_progress calls within an epoch
 
 
 @dataclass
@@ -129,6 +131,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.rank)  # augmentation noise
         self.node_ids = node_ids()
+        # Set by a caller that shows progress: on_progress(images done, images total) of this
+        # rank's share, at the epoch's start, at most every progress_every s, and at its end.
+        self.on_progress: Callable[[int, int], None] | None = None
+        self.progress_every = PROGRESS_EVERY_S
 
     def batch(self, idx: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_batch(self.x[idx], self.entry.input, self.data.mean, self.data.std,
@@ -149,15 +155,23 @@ class Trainer:
         # Per step only the loss tensor and the predicted labels are kept (no host sync,
         # one extra kernel); they are summed once at the end of the epoch.
         losses, preds, diverged = [], [], False
-        bs = self.cfg.batch_size
+        bs, progress = self.cfg.batch_size, self.on_progress
+        if progress:  # a clock read per step, no host sync: counts are of steps queued
+            progress(0, len(idx))
+            next_progress = time.perf_counter() + self.progress_every
         for step, start in enumerate(range(0, len(idx), bs)):
             out, loss = self.step(*self.batch(idx[start:start + bs], augment=self.cfg.augment))
             losses.append(loss.detach())
             preds.append(out.detach().argmax(1))
+            if progress and time.perf_counter() >= next_progress:
+                progress(min(start + bs, len(idx)), len(idx))
+                next_progress = time.perf_counter() + self.progress_every
             # a non-finite loss poisons the weights, so every later loss is non-finite too
             if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(losses[-1]):
                 diverged = True
                 break
+        if progress:
+            progress(min(len(losses) * bs, len(idx)), len(idx))
         if not losses:  # more workers than training images: every rank got none
             return 0.0, 0.0, 0.0, False
         sizes = torch.full((len(losses),), float(bs), device=self.device)
