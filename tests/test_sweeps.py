@@ -133,29 +133,37 @@ def events(sweep_dir: Path) -> list[dict]:
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
-    """Ctrl-C after trial 1; --resume must not re-run it, and ASHA must still remember
-    trial 1's rung values: the hopeless lr=1e-6 trial after the interruption is stopped."""
-    cfg = write_spec(tmp_path / "mlp.yaml", trials=3, max_concurrent=1,
+    """Ctrl-C after trial 1: the cut trial is "interrupted" (not failed, not stopped by ASHA),
+    the console says how to resume; --resume must not re-run trial 1, and ASHA must still
+    remember trial 1's rung values: the hopeless lr=1e-6 trial after the interruption is stopped."""
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=3, max_concurrent=1,
                      scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
-                     fixed={"epochs": 2, "train_limit": 1000, "test_limit": 500},
+                     fixed={"epochs": 2, "train_limit": 4000, "test_limit": 500},
                      space={"lr": {"loguniform": [1.0e-6, 0.1]}}, points=[{"lr": 1.0e-6}])
-    args = ["mlp", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "resume", "--quiet"]
+    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "resume", "--quiet"]
     sweep = tmp_path / "resume"
-    proc = subprocess.Popen(RUN + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(RUN + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not any(e["event"] == "complete" for e in events(sweep)):
         assert proc.poll() is None and time.time() < deadline, "first trial never finished"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C, before trial 2 reports its first epoch
-    proc.wait(timeout=120)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, while trial 2 trains its first epoch
+    console = proc.communicate(timeout=120)[0]
     done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
     assert len(done_before) == 1
+    assert proc.returncode == 130 and "Traceback" not in console
+    assert "interrupted" in console and f"--name resume" in console and console.rstrip().splitlines()[-2].endswith(
+        "--resume")
+    cut = read_csv(sweep / "trials.csv")
+    assert {r["status"] for r in cut} == {"completed", "interrupted"}
+    assert json.loads((sweep / "summary.json").read_text())["interrupted"] is True
     out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_csv(sweep / "trials.csv")
     assert len(rows) == 3
     status = {float(r["config/lr"]): r["status"] for r in rows}
-    assert status[0.01] == "completed" and status[1e-6] == "stopped_early"
+    assert status[0.001] == "completed" and status[1e-6] == "stopped_early"
+    assert json.loads((sweep / "summary.json").read_text())["interrupted"] is False
     starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
     for trial_id in done_before:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} was run again"

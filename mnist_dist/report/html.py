@@ -154,7 +154,11 @@ def sweep_block(s) -> str:
           f"<span>overhead/trial {fmt(sm.get('overhead_per_trial_s'), '{:.1f} s')}</span>"
           f"<span>best trial <code>{escape(str(sm.get('best_trial', '-')))}</code></span>"
           f"<span>test acc {tables.pct(sm.get('test_acc'))}</span>")
-    warn = "".join(f'<div class="warn"><b>WARNING:</b> {escape(w)}</div>' for w in s.edge_warnings)
+    warnings = list(s.edge_warnings)
+    if sm.get("interrupted"):
+        warnings.insert(0, f"partial results: the sweep was interrupted after {sm.get('trials_run', '?')} trials "
+                           f"({sm.get('interrupted_trials', '?')} cut short); resume it with --resume")
+    warn = "".join(f'<div class="warn"><b>WARNING:</b> {escape(w)}</div>' for w in warnings)
     return (f'<h3 id="sweep-{escape(s.source.name)}">{escape(s.source.label)}</h3><p class="kv">{kv}</p>'
             + warn + figs(s.figures) + trials_table(s.source))
 

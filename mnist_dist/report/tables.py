@@ -86,6 +86,7 @@ def source_row(src: Source) -> dict:
         "trials_run": s.get("trials_run", 1 if not sweep else None),
         "completed": s.get("completed"), "early_stopped": s.get("early_stopped"),
         "stopped_by_asha": s.get("stopped_early"), "diverged": s.get("diverged"), "failed": s.get("failed"),
+        "interrupted": s.get("interrupted") or None,  # a partial sweep: Ctrl-C before its last trial
         "best_config": s.get("best_config") if sweep else run_config(src),
         "published": pub_text, "published_acc": pub_acc, "published_dataset": pub_dataset,
         "diff_vs_published": None if pub_acc is None or test_acc is None else test_acc - pub_acc,

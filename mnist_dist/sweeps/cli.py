@@ -5,7 +5,10 @@ Ray starts, so a typo costs a second, not a cluster start-up."""
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shlex
+import sys
+from pathlib import Path
 
 from ..models import list_models
 from .spec import load_spec
@@ -52,7 +55,11 @@ def add_arguments(p) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the sweep folder)")
     p.add_argument("--final-seeds", type=int, default=0, metavar="K",
                    help="retrain the best config with K more seeds and report test mean +/- std")
-    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="time a few training steps here, print how long the sweep would take, and exit")
+    p.add_argument("--ray-logs", action="store_true",
+                   help="also show Ray's worker logs and Tune's status tables (they are always on disk)")
 
 
 def validate_gpu_sharing(args) -> None:
@@ -91,7 +98,8 @@ def build(args, arch: str):
         scaling=Scaling(args.workers, args.cpus_per_worker, args.gpus_per_worker),
         max_concurrent=args.max_concurrent, address=args.address, resume=args.resume,
         smoke_test=args.smoke_test, data_dir=args.data_dir, storage=args.storage,
-        final_seeds=args.final_seeds, verbose=0 if args.quiet else 1)
+        final_seeds=args.final_seeds, verbose=0 if args.quiet else 1,
+        ray_logs=args.ray_logs or os.environ.get("MNIST_DIST_RAY_LOGS") == "1")
     return spec, opts
 
 
@@ -103,11 +111,47 @@ def run(args) -> int:
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts
-    from .runner import run_sweep
+    from .runner import apply_smoke_test, base_config, preflight, run_sweep
+
+    if args.estimate_only:
+        for spec, opts in plans:
+            if opts.smoke_test:
+                apply_smoke_test(spec)
+            print(preflight(spec, opts, base_config(spec, opts))["message"])
+        return 0
+
+    from .console import final_message
 
     failed = 0
     for spec, opts in plans:
         summary = run_sweep(spec, opts)
-        print(json.dumps({k: v for k, v in summary.items() if k != "best_config"}, indent=2, default=str))
+        sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
+        print(final_message(summary, read_rows(sweep_dir / "trials.csv"), sweep_dir,
+                            resume_command(args, summary["name"])), flush=True)
+        if summary.get("interrupted"):
+            return 130  # what a shell reports for Ctrl-C
         failed += "error" in summary
     return 1 if failed else 0
+
+
+def resume_command(args, name: str) -> str:
+    """The command that continues this sweep: the one given, for this sweep, plus --resume."""
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    argv = argv[1:] if argv[:1] == ["sweep"] else argv  # `mnist-dist sweep ...`
+    if args.arch == "all":  # continue just the interrupted one
+        argv = [name.split("-")[0] if a == "all" else a for a in argv] + ["--name", name]
+    return " ".join(["python", "sweeps/run.py", *map(shlex.quote, argv), "--resume"])
+
+
+def read_rows(path) -> list[dict]:
+    import csv
+
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return v or None
+
+    with open(path) as f:
+        return [{k: num(v) if k not in ("trial_id", "status") else v for k, v in r.items()}
+                for r in csv.DictReader(f)]

@@ -64,6 +64,12 @@ def completed_trials(path: Path) -> set[str]:
     return {e["trial_id"] for e in read_events(path) if e["event"] == "complete"}
 
 
+def ended_trials(path: Path) -> set[str]:
+    """Trials that completed or failed for good; any other trial Tune reports was cut short
+    by Ctrl-C (Tune keeps it, in its saved state, for --resume)."""
+    return {e["trial_id"] for e in read_events(path) if e["event"] in ("complete", "error")}
+
+
 def trial_wall_times(path: Path) -> dict[str, float]:
     """Seconds from each trial's start to its end, summed over restarts: the wall time the
     trial cost the sweep, counted from when the driver first saw the trial, so the start-up

@@ -11,7 +11,7 @@ from ..config import save_json
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
-from .events import completed_trials, trial_wall_times
+from .events import completed_trials, ended_trials, trial_wall_times
 from .trial import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
@@ -86,7 +86,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def pick_best(rows: list[dict], metric: str, mode: str) -> dict | None:
     """The trial the sweep's metric and mode rank first, by its last reported value (what
     Tune's scheduler and Optuna were told too)."""
-    ok = [r for r in rows if r["status"] not in ("failed", "diverged") and r["checkpoint_path"]
+    ok = [r for r in rows if r["status"] not in ("failed", "diverged", "interrupted") and r["checkpoint_path"]
           and r.get(metric) is not None and math.isfinite(r[metric])]
     if not ok:
         return None
@@ -157,6 +157,10 @@ def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
     histories.mkdir(exist_ok=True)
     walls = trial_wall_times(sweep_dir / "events.jsonl")
     rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
+    unfinished = {r["trial_id"] for r in rows} - ended_trials(sweep_dir / "events.jsonl")
+    for r in rows:  # cut by Ctrl-C: neither failed nor stopped by the scheduler
+        if r["trial_id"] in unfinished:
+            r["status"] = "interrupted"
     write_csv(rows, sweep_dir / "trials.csv")
     counts = {s: sum(r["status"] == s for r in rows)
               for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}
@@ -165,7 +169,8 @@ def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
                "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,
                "workers": opts.scaling.workers, "wall_time_s": wall_time,
                "overhead_per_trial_s": statistics.mean(overheads) if overheads else None,
-               "train_time_s": sum(r["train_time_s"] for r in rows)}
+               "train_time_s": sum(r["train_time_s"] for r in rows), "interrupted": bool(unfinished),
+               "interrupted_trials": len(unfinished)}
     best = pick_best(rows, spec.metric, spec.mode)
     if best:
         base = base_config(spec, opts)

@@ -3,6 +3,7 @@ ASHA stopping poor trials early; then collect everything under results/<name>/."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -28,7 +29,8 @@ class SweepOptions:
     data_dir: str | None = None
     storage: str | None = None  # Optuna storage URL; default sqlite in the sweep folder
     final_seeds: int = 0
-    verbose: int = 1
+    verbose: int = 1  # 0: nothing while it runs (--quiet); 1: our progress display
+    ray_logs: bool = False  # Ray's worker logs and Tune's status tables on the console too
 
 
 def data_label(spec: SweepSpec) -> str:
@@ -127,7 +129,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_local_ray(num_cpus: int | None = None, env: dict | None = None):
+def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to_driver: bool = False):
     """Start an embedded Ray whose processes all know where its State API lives.
 
     Ray Train's placement-group cleaner (a detached actor) asks the State API whether
@@ -140,8 +142,11 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None):
 
     port = free_port()
     env = {**(env or runtime_env()["env_vars"]), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's "actor
+    # died") stays in Ray's log files instead of the console
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, runtime_env={"env_vars": env})
+             dashboard_port=port, runtime_env={"env_vars": env}, log_to_driver=log_to_driver,
+             logging_level=logging.INFO if log_to_driver else logging.ERROR)
     return ray
 
 
@@ -151,10 +156,17 @@ def init_ray(opts: SweepOptions):
     if ray.is_initialized():  # e.g. tests sharing one instance
         return ray
     env = runtime_env()["env_vars"]
+    if not opts.ray_logs:
+        from .console import quiet_ray
+
+        quiet_ray()
+        # Tune's newer console output prints its own boxes and paths even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if opts.address:  # a cluster runs one Ray per machine: its State API is found as usual
-        ray.init(address=opts.address, runtime_env={"env_vars": env})
+        ray.init(address=opts.address, runtime_env={"env_vars": env}, log_to_driver=opts.ray_logs,
+                 logging_level=logging.INFO if opts.ray_logs else logging.ERROR)
         return ray
-    return start_local_ray(env=env)
+    return start_local_ray(env=env, log_to_driver=opts.ray_logs)
 
 
 def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:
@@ -245,8 +257,13 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
 
     from .events import EventLog
 
+    from .console import SweepProgress
+
     name = sweep_name(spec, opts)
     trainable = make_trainable(spec, opts, sweep_dir)
+    callbacks = [EventLog(sweep_dir / "events.jsonl")]
+    if opts.verbose and not opts.ray_logs:
+        callbacks.append(SweepProgress(trials, spec.metric, spec.mode))
     if opts.resume:
         return tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
     return tune.Tuner(
@@ -257,18 +274,23 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, trials
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(sweep_dir), verbose=opts.verbose,
+            name="tune", storage_path=str(sweep_dir), verbose=1 if opts.ray_logs and opts.verbose else 0,
             failure_config=tune.FailureConfig(max_failures=tune_failures(opts.scaling)),
             checkpoint_config=trial_checkpoints(),
-            callbacks=[EventLog(sweep_dir / "events.jsonl")]))
+            callbacks=callbacks))
+
+
+def apply_smoke_test(spec: SweepSpec) -> None:
+    """--smoke-test: 2 trials of 1 epoch, so nothing to schedule and no epochs to search."""
+    spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
+    spec.space.pop("epochs", None)
+    spec.fixed["epochs"] = 1
 
 
 def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     """Run (or resume) the sweep and write its results; returns summary.json's contents."""
-    if opts.smoke_test:  # 1 epoch means nothing to schedule and no epochs to search
-        spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
-        spec.space.pop("epochs", None)
-        spec.fixed["epochs"] = 1
+    if opts.smoke_test:
+        apply_smoke_test(spec)
     sweep_dir, lock = prepare_dir(spec, opts)
     try:
         return _run(spec, opts, sweep_dir)
@@ -283,18 +305,31 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     if not opts.resume:
         save_json(resolved, sweep_dir / "config.json")
         _write_yaml(resolved, sweep_dir / "config.yaml")
+    if opts.verbose and not opts.resume:
+        print(preflight(spec, opts, resolved["base_config"])["message"], flush=True)
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     ray = init_ray(opts)
     t0 = time.time()
     grid = make_tuner(spec, opts, sweep_dir, ray, spec.trials).fit()
     summary = collect(grid, spec, opts, sweep_dir, wall_time=time.time() - t0)
-    if opts.final_seeds:
+    if opts.final_seeds and not summary.get("interrupted"):
         from .final import run_final_seeds
 
         summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, ray)
         save_json(summary, sweep_dir / "summary.json")
     return summary
+
+
+def preflight(spec: SweepSpec, opts: SweepOptions, base: dict) -> dict:
+    """Time a few steps of the baseline here, before Ray starts, and estimate the sweep."""
+    from .estimate import describe, estimate
+
+    slots = opts.max_concurrent or spec.max_concurrent
+    if not slots:  # on this machine: as many trials as its CPUs (or GPUs) hold
+        slots = max(1, math.floor((os.cpu_count() or 1) / (opts.scaling.workers * opts.scaling.cpus_per_worker)))
+    est = estimate(spec, base, slots)
+    return {**est, "message": describe(est, spec.arch)}
 
 
 def _write_yaml(obj: dict, path: Path) -> None:

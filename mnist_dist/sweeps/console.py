@@ -1,0 +1,125 @@
+"""What a sweep prints: live progress while it runs, a short table when it ends.
+
+Tune's own status tables and Ray's worker logs are off by default (`--ray-logs` brings
+them back; Ray keeps its full logs on disk either way). In their place: a progress line
+(trials done / running / stopped / failed, best so far, ETA) that is a live bar on a
+terminal and plain lines elsewhere, one line per finished trial when not on a terminal,
+and at the end the trials as a table and where the results and report are.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+from ray.tune import Callback
+
+from ..progress import Progress, is_terminal
+from .trial import ended_status
+
+LABELS = {"completed": "completed", "early_stopped": "early-stopped (patience)",
+          "stopped_early": "stopped by ASHA", "diverged": "diverged", "failed": "failed",
+          "interrupted": "interrupted"}
+
+
+def quiet_ray() -> None:
+    """Ray's and Optuna's INFO/WARNING chatter off in this process (errors still show)."""
+    import optuna
+
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def better(a: float | None, b: float | None, mode: str) -> bool:
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return False
+    return b is None or (a > b if mode == "max" else a < b)
+
+
+class SweepProgress(Callback):
+    """A Tune callback that keeps the person at the terminal informed."""
+
+    def __init__(self, total: int, metric: str, mode: str, stream=None, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.metric, self.mode = metric, mode
+        self.counts = {"done": 0, "stopped": 0, "failed": 0}
+        self.running: set[str] = set()
+        self.best = None
+        self.live = is_terminal(self.stream) if live is None else live
+        self.bar = Progress(total, desc="trials", unit=" trials", stream=self.stream, every=30.0,
+                            unit_scale=False, live=self.live)
+
+    def _refresh(self) -> None:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        self.bar.update(self.counts["done"], postfix=(
+            f"running {len(self.running)}, stopped {self.counts['stopped']}, failed {self.counts['failed']}, "
+            f"best so far: {self.metric}={best}"))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if better(result.get(self.metric), self.best, self.mode):
+            self.best = result[self.metric]
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        self._finish(trial, ended_status(last.get("status")) or "failed", last)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "failed", trial.last_result or {})
+
+    def _finish(self, trial, status: str, last: dict) -> None:
+        self.running.discard(trial.trial_id)
+        self.counts["done"] += 1
+        self.counts["stopped"] += status == "stopped_early"
+        self.counts["failed"] += status in ("failed", "diverged")
+        if not self.live:  # in a log, one line per finished trial says what happened
+            value = last.get(self.metric)
+            shown = "-" if value is None else f"{value:.4f}"
+            print(f"trial {self.counts['done']}/{self.bar.total} {trial.trial_id}: {LABELS.get(status, status)} "
+                  f"after {last.get('epoch', 0)} epoch(s), {self.metric} {shown}", file=self.stream, flush=True)
+        self._refresh()
+
+    def on_experiment_end(self, trials, **info):
+        if not self.live and not self.bar.lines:  # a short sweep in a log still ends on its tally
+            print(self.bar.line(), file=self.stream, flush=True)
+        self.bar.close()
+
+
+def summary_table(rows: list[dict], metric: str, limit: int = 20) -> str:
+    """The trials as a short plain-text table, best first (the first `limit`)."""
+    def key(r):
+        v = r.get(metric)
+        return (v is None or (isinstance(v, float) and math.isnan(v)), -(v or 0))
+
+    shown = sorted(rows, key=key)[:limit]
+    lines = [f"{'trial':<10}{'status':<26}{'epochs':>7}  {metric}"]
+    for r in shown:
+        v = r.get(metric)
+        value = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+        lines.append(f"{r['trial_id']:<10}{LABELS.get(r['status'], r['status']):<26}{int(r['epochs_run'] or 0):>7}  {value}")
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more in trials.csv")
+    return "\n".join(lines)
+
+
+def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint: str) -> str:
+    """The last lines of a sweep: what happened, the best model, where everything is."""
+    n = {**summary, "interrupted": summary.get("interrupted_trials", 0)}
+    counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in LABELS if n.get(s))
+    out = [f"sweep {summary['name']}: {summary['trials_run']} trials ({counts}) in "
+           f"{summary['wall_time_s']:.0f} s", summary_table(rows, summary["metric"])]
+    if "test_acc" in summary:
+        out.append(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_metric']:.4f}, "
+                   f"test accuracy {summary['test_acc']:.4f} -> {sweep_dir / 'best' / 'model.pt'}")
+    elif "error" in summary:
+        out.append(f"no usable model: {summary['error']}")
+    if summary.get("interrupted"):
+        out.append(f"interrupted: the finished trials are kept. Resume with:\n  {resume_hint}")
+    out.append(f"results: {sweep_dir}  (report: mnist-dist report --results-dir {sweep_dir.parent})")
+    return "\n".join(out)

@@ -1,0 +1,142 @@
+"""What a person sees: sweep progress, a console without noise or tracebacks for normal
+events, the estimate before a slow sweep, a partial sweep marked in the report, and the
+README's quick start run as written (issue 13)."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import pytest
+import yaml
+
+from mnist_dist.sweeps.console import SweepProgress
+
+from .conftest import DATA_DIR, REPO
+
+RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
+NOISE = ("Traceback", "actor died", "Actor died", "INFO", "Checkpoint successfully created", "WARNING:")
+
+
+def fake_trial(trial_id: str, **last) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, last_result=last)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_sweep_progress_shows_trials_and_ends_at_100_percent(live):
+    out = io.StringIO()
+    progress = SweepProgress(3, "best_val_acc", "max", stream=out, live=live)
+    for i, (status, acc) in enumerate([("completed", 0.97), ("running", 0.80), ("diverged", 0.0)]):
+        t = fake_trial(f"t{i}", status=status, epoch=2, best_val_acc=acc)
+        progress.on_trial_start(0, [], t)
+        progress.on_trial_result(0, [], t, t.last_result)
+        progress.on_trial_complete(0, [], t)
+    progress.on_experiment_end([])
+    text = out.getvalue()
+    assert "100%" in text and "3/3" in text and "best so far: best_val_acc=0.9700" in text
+    assert "stopped 1, failed 1" in text
+    if live:  # a bar redrawn in place
+        assert "\r" in text
+    else:  # plain lines for logs: no carriage returns or escape codes, one per finished trial
+        assert "\r" not in text and "\x1b" not in text
+        assert "trial 2/3 t1: stopped by ASHA after 2 epoch(s), best_val_acc 0.8000" in text
+
+
+def write_spec(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, quiet", [(1, False), (2, True)])
+def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_path, workers, quiet):
+    """ASHA stopping trials is a normal event: no traceback, no "actor died", no Ray log lines,
+    for the reused trial process and for DDP trials alike. The run begins with the estimate and
+    ends with a table of the trials and where the results are; --quiet prints only that end."""
+    cfg = write_spec(tmp_path / "s.yaml", trials=3, max_concurrent=1,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+                     fixed={"epochs": 3, "train_limit": 2000, "test_limit": 500},
+                     space={"lr": {"choice": [0.01, 1.0e-6, 0.05]}}, points=[{"lr": 1.0e-6}])
+    args = ["mlp", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "c",
+            "--workers", str(workers), "--data-dir", str(DATA_DIR)] + (["--quiet"] if quiet else [])
+    out = subprocess.run(RUN + args, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    console = out.stdout + out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "c" / "events.jsonl").read_text().splitlines()]
+    assert "stopped_early" in {e["status"] for e in rows if e["event"] == "complete"}  # ASHA did stop one
+    for noise in NOISE:
+        assert noise not in console, f"{noise!r} in:\n{console[-3000:]}"
+    lines = console.strip().splitlines()
+    assert lines[-1].startswith(f"results: {tmp_path / 'c'}")
+    assert any(line.startswith("trial     status") for line in lines) and "stopped by ASHA" in console
+    if quiet:
+        assert lines[0].startswith("sweep c: 3 trials") and "estimate" not in console and "trial 1/3" not in console
+    else:
+        assert lines[0].startswith("estimate on this machine:") and "trial 3/3" in console
+
+
+@pytest.mark.slow
+def test_a_slow_sweep_is_estimated_before_it_trains():
+    """alexnet on this CPU: a few real training steps, then the warning with the alternatives,
+    and (--estimate-only) no Ray and no training."""
+    out = subprocess.run(RUN + ["alexnet", "--estimate-only"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("WARNING: estimate on this machine:")
+    for alternative in ("--smoke-test", "--trials", "ray up cluster.yaml", "--address auto"):
+        assert alternative in out.stdout
+    assert "Started a local Ray instance" not in out.stdout + out.stderr
+    hours = re.search(r"the sweep about (\d+):\d\d:\d\d", out.stdout)
+    assert hours and int(hours.group(1)) >= 2  # over two hours on 2 CPU cores
+
+
+@pytest.mark.slow
+def test_report_marks_an_interrupted_sweep_as_partial(smoke_sweep, tmp_path):
+    from mnist_dist.report.build import build_report
+
+    shutil.copytree(smoke_sweep, tmp_path / smoke_sweep.name)
+    path = tmp_path / smoke_sweep.name / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "interrupted": True, "interrupted_trials": 1}))
+    build_report(tmp_path, log=lambda *a: None)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "partial results: the sweep was interrupted after 2 trials (1 cut short)" in html
+
+
+def quick_start() -> list[str]:
+    """The commands of the README's quick start block, in order."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```", 2)[1]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+# Smoke-sized versions of the long commands; everything else runs exactly as written.
+SMALLER = {"mnist-dist train lenet5": " --smoke-test",
+           "python sweeps/run.py lenet5": " --smoke-test --name lenet5-mnist"}
+
+
+@pytest.mark.slow
+def test_readme_quick_start_runs_as_written(tmp_path, mnist):
+    """Each quick-start command in a fresh folder (with sweeps/run.py beside it), in order:
+    the export is honoured, the sweep's model lands where predict looks for it."""
+    commands = quick_start()
+    assert commands[0].startswith("export MNIST_DIST_DATA_DIR=") and commands[-1].startswith("mnist-dist predict")
+    (tmp_path / "sweeps").symlink_to(REPO / "sweeps")
+    cv2.imwrite(str(tmp_path / "my_digit.jpg"), 255 - mnist.test_x[0].numpy())  # dark ink on white paper
+    env_line = f"export MNIST_DIST_DATA_DIR={shlex.quote(str(DATA_DIR))}"  # this machine's data folder
+    bindir = Path(sys.executable).parent
+    for command in commands[1:]:
+        run = command + SMALLER.get(command, "")
+        if run.startswith("python "):
+            run = shlex.quote(sys.executable) + run[len("python"):]
+        script = f"set -e\nexport PATH={shlex.quote(str(bindir))}:$PATH\n{env_line}\n{run}\n"
+        out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+        if command.startswith("mnist-dist predict"):
+            assert "my_digit.jpg" in out.stdout, out.stdout
+    assert (tmp_path / "results" / "report" / "index.html").is_file()
