@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -47,3 +48,25 @@ def kill_session(sid: int, grace: float = 5.0) -> None:
             time.sleep(0.2)
         if not session_pids(sid):
             return
+
+
+def listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
+                found.add(_hex_ip(addr))
+    return found
+
+
+def _hex_ip(h: str) -> str:
+    if len(h) == 8:
+        return socket.inet_ntop(socket.AF_INET, bytes.fromhex(h)[::-1])
+    raw = b"".join(bytes.fromhex(h[i:i + 8])[::-1] for i in range(0, 32, 8))
+    return socket.inet_ntop(socket.AF_INET6, raw)

@@ -10,6 +10,7 @@ import _thread
 import json
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -23,6 +24,8 @@ import pytest
 from mnist_dist.cli import main
 from mnist_dist.sweeps import dashboard
 from mnist_dist.sweeps.dashboard import make_server, newest_sweep
+
+from .procs import listening
 
 LR = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
 OPT = optuna.distributions.CategoricalDistribution(["adam", "sgd"])
@@ -50,24 +53,6 @@ def write_sweep_study(sweep_dir: Path, trials=TRIALS) -> None:
         if state is not None:
             study.tell(trial, accs[-1] if state == optuna.trial.TrialState.COMPLETE else None, state=state)
     storage.engine.dispose()
-
-
-def listening(port: int) -> set[str]:
-    """Local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
-    found = set()
-    for name in ("tcp", "tcp6"):
-        path = Path("/proc/net") / name
-        for line in path.read_text().splitlines()[1:] if path.exists() else []:
-            local, state = line.split()[1], line.split()[3]
-            addr, p = local.split(":")
-            if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
-                raw = bytes.fromhex(addr)
-                if len(raw) == 4:
-                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
-                else:
-                    found.add(socket.inet_ntop(socket.AF_INET6, b"".join(
-                        raw[i:i + 4][::-1] for i in range(0, 16, 4))))
-    return found
 
 
 def get_json(url: str):
@@ -105,9 +90,15 @@ def test_dashboard_serves_the_newest_sweeps_study_on_localhost(tmp_path, capsys,
 
     monkeypatch.setattr(dashboard, "make_server", keep)
     monkeypatch.chdir(tmp_path)
+    # Ctrl-C must raise KeyboardInterrupt here, as in a fresh `mnist-dist dashboard`: a Ray
+    # started earlier in this test session installs a SIGINT handler of its own
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
-    assert main(["dashboard", "--port", "0"]) == 0
+    try:
+        assert main(["dashboard", "--port", "0"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     thread.join(timeout=30)
     if isinstance(failures[0], BaseException):
         raise failures[0]

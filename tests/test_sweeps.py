@@ -152,7 +152,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
     assert len(done_before) == 1
     assert proc.returncode == 130 and "Traceback" not in console
-    assert "interrupted" in console and f"--name resume" in console and console.rstrip().splitlines()[-2].endswith(
+    assert "interrupted" in console and "--name resume" in console and console.rstrip().splitlines()[-2].endswith(
         "--resume")
     cut = read_csv(sweep / "trials.csv")
     assert {r["status"] for r in cut} == {"completed", "interrupted"}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import layout
 from . import hparams, images, plots, stats, tables
 from .collect import Source, discover
 
@@ -192,10 +193,8 @@ def write_outputs(rep: Report) -> None:
     out = rep.out_dir
     tables.write_csv(rep.best, out / "comparison.csv")
     tables.write_csv(rep.rows, out / "all_runs.csv")
-    (out / "comparison.md").write_text(markdown_report(rep), encoding="utf-8")
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(render(rep), encoding="utf-8")
-    tmp.replace(out / "index.html")
+    layout.write_text(out / "comparison.md", markdown_report(rep))
+    layout.write_text(out / "index.html", render(rep))
     figs = [f.path for f in all_figures(rep) if f.path]
     rep.files = [out / "index.html", out / "comparison.md", out / "comparison.csv", out / "all_runs.csv", *figs]
 

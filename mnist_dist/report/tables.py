@@ -2,11 +2,11 @@
 and their CSV / Markdown forms."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
+from .. import layout
 from .collect import Source
 
 # (key, Markdown/HTML header); the CSV uses the keys and raw numbers.
@@ -208,8 +208,5 @@ def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_KEYS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "best_config": json.dumps(r["best_config"]) if r["best_config"] else ""})
+    flat = [{**r, "best_config": json.dumps(r["best_config"]) if r["best_config"] else ""} for r in rows]
+    layout.write_csv(flat, path, columns=list(CSV_KEYS))

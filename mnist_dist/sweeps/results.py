@@ -1,13 +1,13 @@
 """Turn a finished Tune run into results/<sweep>/: trials.csv, histories/, best/, summary.json."""
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 import statistics
 from pathlib import Path
 
-from ..config import save_json
+from .. import layout
+from ..layout import save_json, write_csv
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
@@ -73,16 +73,6 @@ def _mean(df, col):
     return float(df[col].mean()) if df is not None and col in df.columns and len(df) else None
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def pick_best(rows: list[dict], metric: str, mode: str) -> dict | None:
     """The trial the sweep's metric and mode rank first, by its last reported value (what
     Tune's scheduler and Optuna were told too)."""
@@ -99,11 +89,9 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
     import ray.train
 
     dest.mkdir(parents=True, exist_ok=True)
-    with ray.train.Checkpoint(checkpoint_path).as_directory() as d:
-        tmp = dest / ".model.pt.tmp"
-        shutil.copyfile(Path(d) / "model.pt", tmp)
-        tmp.replace(dest / "model.pt")
-    return dest / "model.pt"
+    with ray.train.Checkpoint(checkpoint_path).as_directory() as d, open(Path(d) / layout.MODEL, "rb") as src:
+        layout.atomic_write(dest / layout.MODEL, lambda f: shutil.copyfileobj(src, f), binary=True)
+    return dest / layout.MODEL
 
 
 def evaluate_model(model_path: Path, base: dict) -> dict:

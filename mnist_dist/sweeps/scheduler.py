@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 
+from ..layout import atomic_write
+
 
 class ResumableASHA(ASHAScheduler):
     def __init__(self, state_file: str | Path, **kw):
@@ -40,7 +42,5 @@ class ResumableASHA(ASHAScheduler):
         self._persist()
 
     def _persist(self) -> None:
-        tmp = f"{self.state_file}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump({"brackets": self._brackets, "num_stopped": self._num_stopped}, f)
-        os.replace(tmp, self.state_file)  # atomic: a crash never leaves half a state
+        state = {"brackets": self._brackets, "num_stopped": self._num_stopped}
+        atomic_write(self.state_file, lambda f: pickle.dump(state, f), binary=True)  # never half a state

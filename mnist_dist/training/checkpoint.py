@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..data.transforms import InputSpec
+from ..layout import atomic_write
 from ..models import create_model, get_entry
 
 FORMAT = "mnist-dist-model/1"
@@ -38,9 +39,7 @@ def atomic_save(obj, path: Path) -> None:
     """torch.save via a temporary file and rename: a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 class CheckpointError(ValueError):

@@ -7,11 +7,12 @@ it trains (images, images/s, the epoch's and the run's ETA) and a line per epoch
 """
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
-from ..config import add_config_flags, flags_to_overrides, load_yaml, resolve, save_json
+from .. import layout
+from ..config import add_config_flags, flags_to_overrides, load_yaml, resolve
+from ..layout import HISTORY_CSV, save_json, write_csv
 from ..models import count_parameters
 from ..progress import Progress, format_seconds
 from .checkpoint import atomic_save, input_spec, load_model
@@ -35,12 +36,9 @@ def add_arguments(p) -> None:
 
 
 def write_history(history: list[dict], out_dir: Path) -> None:
-    save_json(history, out_dir / "history.json")
+    save_json(history, out_dir / layout.HISTORY_JSON)
     if history:
-        with open(out_dir / "history.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0]))
-            w.writeheader()
-            w.writerows(history)
+        write_csv(history, out_dir / HISTORY_CSV)
 
 
 class EpochProgress:

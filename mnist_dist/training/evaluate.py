@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import save_json
+from .. import layout
+from ..layout import save_json
 from ..data.transforms import InputSpec, prepare_batch
 
 
@@ -50,10 +51,9 @@ def save_evaluation(ev: dict, out_dir: Path) -> None:
     """evaluation.json (everything but the arrays) and predictions.npz (the arrays)."""
     out_dir = Path(out_dir)
     arrays = ("probabilities", "labels", "predictions")
-    save_json({k: v for k, v in ev.items() if k not in arrays}, out_dir / "evaluation.json")
-    tmp = out_dir / ".predictions.tmp.npz"
-    np.savez_compressed(tmp, **{k: ev[k] for k in arrays})
-    tmp.replace(out_dir / "predictions.npz")
+    save_json({k: v for k, v in ev.items() if k not in arrays}, out_dir / layout.EVALUATION)
+    layout.atomic_write(out_dir / layout.PREDICTIONS,
+                        lambda f: np.savez_compressed(f, **{k: ev[k] for k in arrays}), binary=True)
 
 
 def format_evaluation(ev: dict) -> str:

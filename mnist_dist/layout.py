@@ -1,0 +1,122 @@
+"""The results folders: what every run and sweep writes where, how a run or trial ended,
+and writing a file so that a crash never leaves half of one.
+
+The one owner of these names: training, sweeps, the report and predict all use them.
+Free of torch and Ray, so anything can read results with it.
+
+    results/NAME/                    a run (`mnist-dist train`) or a sweep's best/ folder
+        config.json  run.json  history.csv  history.json
+        model.pt  evaluation.json  predictions.npz
+    results/NAME/                    a sweep (`python sweeps/run.py ARCH`)
+        config.json  config.yaml  summary.json  trials.csv  events.jsonl  optuna.db
+        histories/TRIAL.csv  best/  final/  tune/  train/  asha-state.pkl  .lock
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+# --- files ----------------------------------------------------------------------------
+CONFIG_JSON = "config.json"  # the resolved config, beside every result
+CONFIG_YAML = "config.yaml"
+RUN_JSON = "run.json"  # a run's summary
+SUMMARY_JSON = "summary.json"  # a sweep's summary
+HISTORY_CSV = "history.csv"  # per epoch
+HISTORY_JSON = "history.json"
+MODEL = "model.pt"  # the best epoch's model, self-describing
+RESUME = "resume.pt"  # inside a checkpoint: what training resumes from
+EVALUATION = "evaluation.json"  # test-set metrics of model.pt
+PREDICTIONS = "predictions.npz"  # test-set probabilities
+TRIALS_CSV = "trials.csv"  # a sweep: one row per trial
+EVENTS = "events.jsonl"  # a sweep: one line per trial start/retry/end
+OPTUNA_DB = "optuna.db"  # a sweep's Optuna study
+ASHA_STATE = "asha-state.pkl"  # ASHA's rungs, for --resume
+LOCK = ".lock"  # held by the sweep's driver while it runs
+
+# --- folders inside a sweep -------------------------------------------------------------
+HISTORIES = "histories"
+BEST = "best"  # the best trial's model, evaluated
+FINAL = "final"  # --final-seeds: the best config retrained with other seeds
+TUNE = "tune"  # Ray Tune's experiment (and a single-worker trial's checkpoints)
+TRAIN = "train"  # Ray Train's runs of DDP trials
+
+# --- how a run or a trial ended ---------------------------------------------------------
+RUNNING = "running"  # not yet
+COMPLETED = "completed"  # every epoch it was given
+STOPPED_BY_PATIENCE = "stopped_by_patience"  # early stopping: its monitored metric stopped improving
+STOPPED_BY_SCHEDULER = "stopped_by_scheduler"  # ASHA judged it worse than its peers
+DIVERGED = "diverged"  # the loss became NaN/inf
+FAILED = "failed"  # an error, after the retries
+INTERRUPTED = "interrupted"  # Ctrl-C before it ended; --resume continues it
+
+ENDED = (COMPLETED, STOPPED_BY_PATIENCE, STOPPED_BY_SCHEDULER, DIVERGED, FAILED, INTERRUPTED)
+USABLE = (COMPLETED, STOPPED_BY_PATIENCE, STOPPED_BY_SCHEDULER)  # a model worth evaluating
+LABELS = {COMPLETED: "completed", STOPPED_BY_PATIENCE: "stopped by patience",
+          STOPPED_BY_SCHEDULER: "stopped by ASHA", DIVERGED: "diverged", FAILED: "failed",
+          INTERRUPTED: "interrupted", RUNNING: "running"}
+# Results written before the names were made unmistakable use these:
+OLD_NAMES = {"early_stopped": STOPPED_BY_PATIENCE, "stopped_early": STOPPED_BY_SCHEDULER}
+
+
+def status(name: str | None) -> str | None:
+    """A status as it is called now, also when read from an old results folder."""
+    return OLD_NAMES.get(name, name)
+
+
+def upgrade_counts(summary: dict) -> dict:
+    """An old sweep summary's per-status counts under today's names."""
+    return {OLD_NAMES.get(k, k): v for k, v in summary.items()}
+
+
+# --- writing without half-written files ---------------------------------------------------
+
+def atomic_write(path: str | Path, write: Callable, binary: bool = False) -> Path:
+    """Call `write(file)` on a hidden temporary file beside `path`, then rename it over
+    `path`: readers see the old file or the new one, never a part of the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def save_json(obj, path: str | Path) -> Path:
+    text = json.dumps(obj, indent=2, default=_json_default)  # fails before anything is written
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, text)
+
+
+def _json_default(o):
+    """Dataclasses, numpy/torch values and paths; anything else is an error, not a string."""
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_csv(rows: list[dict], path: str | Path, columns: list[str] | None = None) -> Path:
+    """Rows of dicts; the columns are every key, in first-seen order, unless given."""
+    keys = columns or list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return atomic_write(path, write)
