@@ -16,9 +16,10 @@ import time
 
 import yaml
 
-from mnist_dist.sweeps.runner import SweepOptions, init_ray, run_sweep
+from mnist_dist.sweeps.options import Scaling, SweepOptions
+from mnist_dist.sweeps.ray_setup import init_ray
+from mnist_dist.sweeps.runner import run_sweep
 from mnist_dist.sweeps.spec import load_spec
-from mnist_dist.sweeps.trial import Scaling
 
 
 def main() -> None:

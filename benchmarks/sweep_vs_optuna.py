@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 
 from mnist_dist.config import TrainConfig
-from mnist_dist.sweeps.runner import SweepOptions, base_config
+from mnist_dist.sweeps.options import SweepOptions, base_config
 from mnist_dist.sweeps.spec import initial_points, load_spec, sample
 from mnist_dist.training.loop import EpochRun, Trainer, load_data, select_device
 

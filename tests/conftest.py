@@ -95,7 +95,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from mnist_dist.sweeps.runner import start_local_ray
+        from mnist_dist.sweeps.ray_setup import start_local_ray
 
         # as `mnist-dist sweep` starts it: the dashboard serves the State API, which Ray
         # Train's placement-group cleaner needs to release the workers of stopped trials
@@ -111,8 +111,7 @@ def artifacts() -> Path:
 
 
 def smoke_options(results_dir: Path, name: str, workers: int = 2, smoke_test: bool = True, **kw):
-    from mnist_dist.sweeps.runner import SweepOptions
-    from mnist_dist.sweeps.trial import Scaling
+    from mnist_dist.sweeps.options import Scaling, SweepOptions
 
     return SweepOptions(results_dir=str(results_dir), name=name, scaling=Scaling(workers=workers),
                         smoke_test=smoke_test, data_dir=str(DATA_DIR), verbose=0, **kw)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mnist_dist.sweeps.runner import run_sweep
-from mnist_dist.sweeps.spec import load_spec
+from mnist_dist.sweeps.spec import baseline_point, load_spec
 from mnist_dist.training import load_model
 from mnist_dist.training.checkpoint import input_spec
 from mnist_dist.training.evaluate import evaluate
@@ -48,7 +48,9 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
     # Optuna proposed the configs: its storage holds both trials, the first the source baseline.
     trials = study(smoke_sweep).trials
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
-    assert trials[0].params == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 32}
+    assert trials[0].params == baseline_point(load_spec("lenet5"))  # every searched param at the source's value
+    assert {k: trials[0].params[k] for k in ("optimizer", "lr", "batch_size")} == {
+        "optimizer": "adam", "lr": 0.001, "batch_size": 32}
     by_id = {t.user_attrs["tune_trial_id"]: t for t in trials}
     for r in rows:
         t = by_id[r["trial_id"]]
@@ -236,7 +238,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
     `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""
-    from mnist_dist.sweeps.runner import runtime_env
+    from mnist_dist.sweeps.ray_setup import runtime_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MNIST_DIST_DATA_DIR", "../data")

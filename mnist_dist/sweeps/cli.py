@@ -85,8 +85,7 @@ def check_image_folder(path: str) -> None:
 
 
 def build(args, arch: str):
-    from .runner import SweepOptions
-    from .trial import Scaling
+    from .options import Scaling, SweepOptions
 
     spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed})
     if args.images:
@@ -111,7 +110,8 @@ def run(args) -> int:
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts
-    from .runner import apply_smoke_test, base_config, preflight, run_sweep
+    from .options import apply_smoke_test, base_config
+    from .runner import preflight, run_sweep
 
     if args.estimate_only:
         for spec, opts in plans:

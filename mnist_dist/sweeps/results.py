@@ -11,6 +11,7 @@ from ..layout import save_json, write_csv
 from ..models import count_parameters
 from ..training.checkpoint import input_spec, load_model
 from ..training.evaluate import evaluate, save_evaluation
+from .options import data_label
 from .events import completed_trials, ended_trials, trial_wall_times
 from .trial import ended_status
 
@@ -138,18 +139,17 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     return found
 
 
-def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
-    from .runner import base_config, data_label
-
-    histories = sweep_dir / "histories"
+def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> dict:
+    """trials.csv, histories/, best/ (the best trial's model, evaluated) and summary.json."""
+    histories = sweep_dir / layout.HISTORIES
     histories.mkdir(exist_ok=True)
-    walls = trial_wall_times(sweep_dir / "events.jsonl")
+    walls = trial_wall_times(sweep_dir / layout.EVENTS)
     rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
-    unfinished = {r["trial_id"] for r in rows} - ended_trials(sweep_dir / "events.jsonl")
+    unfinished = {r["trial_id"] for r in rows} - ended_trials(sweep_dir / layout.EVENTS)
     for r in rows:  # cut by Ctrl-C: neither failed nor stopped by the scheduler
         if r["trial_id"] in unfinished:
             r["status"] = "interrupted"
-    write_csv(rows, sweep_dir / "trials.csv")
+    write_csv(rows, sweep_dir / layout.TRIALS_CSV)
     counts = {s: sum(r["status"] == s for r in rows)
               for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}
     overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
@@ -161,15 +161,14 @@ def collect(grid, spec, opts, sweep_dir: Path, wall_time: float) -> dict:
                "interrupted_trials": len(unfinished)}
     best = pick_best(rows, spec.metric, spec.mode)
     if best:
-        base = base_config(spec, opts)
-        model_path = fetch_model(best["checkpoint_path"], sweep_dir / "best")
+        model_path = fetch_model(best["checkpoint_path"], sweep_dir / layout.BEST)
         ev = evaluate_model(model_path, base)
-        save_evaluation(ev, sweep_dir / "best")
+        save_evaluation(ev, sweep_dir / layout.BEST)
         summary.update(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"], best_metric=best[spec.metric],
                        best_config={k[7:]: v for k, v in best.items() if k.startswith("config/")},
                        test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"],
                        best_images_per_sec=best["images_per_sec"], best_train_time_s=best["train_time_s"])
     else:
         summary["error"] = "no trial finished with a usable model; see trials.csv for each trial's error"
-    save_json(summary, sweep_dir / "summary.json")
+    save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     return summary

@@ -8,8 +8,6 @@ checkpoint in storage and the workers resume from it instead of from epoch 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import ray.train
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -17,21 +15,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..config import TrainConfig
 from ..training.loop import train_func_per_worker
-
-
-@dataclass(frozen=True)
-class Scaling:
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 2  # worker-group restarts per trial (from the last checkpoint)
-
-    def ray_config(self) -> ray.train.ScalingConfig:
-        resources = {"CPU": self.cpus_per_worker}
-        if self.gpus_per_worker:
-            resources["GPU"] = self.gpus_per_worker
-        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
-                                       resources_per_worker=resources)
+from .options import Scaling
 
 
 def ended_status(last_status: str | None) -> str | None:

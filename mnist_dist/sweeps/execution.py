@@ -1,0 +1,66 @@
+"""How trials run on Ray: which trainable (a reused single-worker trial process, or a Ray
+Train DDP run), the resources each asks for, how many fit at once, retries and checkpoints."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .. import layout
+from ..config import ConfigError
+from .options import Scaling
+from .trial import run_trial
+
+def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:
+    """Trials that fit at once: the Train workers hold the resources, the trial itself none.
+    On a cluster (--address) an explicit limit is taken as given: the autoscaler adds nodes."""
+    if autoscaling and limit:
+        return limit
+    res = ray.cluster_resources()
+    fit = math.floor(res.get("CPU", 0) / (scaling.workers * scaling.cpus_per_worker) + 1e-9)
+    if scaling.gpus_per_worker:
+        fit = min(fit, math.floor(res.get("GPU", 0) / (scaling.workers * scaling.gpus_per_worker) + 1e-9))
+    if fit < 1:
+        raise ConfigError(f"one trial needs {scaling.workers} workers x {scaling.cpus_per_worker} CPU"
+                          f" x {scaling.gpus_per_worker} GPU but the cluster has {res.get('CPU', 0)} "
+                          f"CPU and {res.get('GPU', 0)} GPU; lower --workers or per-worker resources")
+    return min(fit, limit) if limit else fit
+
+
+def reuses_processes(scaling: Scaling) -> bool:
+    """Single-worker trials run in a reused trial process; DDP trials need Ray Train."""
+    return scaling.workers == 1
+
+
+def make_trainable(opts, sweep_dir: Path, base: dict):
+    """The Tune trainable for every trial of the sweep, `base` being the config they share."""
+    from ray import tune
+
+    if reuses_processes(opts.scaling):
+        from .trainable import EpochTrainable
+
+        trainable = tune.with_parameters(EpochTrainable, base=base, events=str(sweep_dir / layout.EVENTS))
+        resources = {"cpu": opts.scaling.cpus_per_worker, "gpu": opts.scaling.gpus_per_worker}
+        trainable = tune.with_resources(trainable, resources)
+        # Ray names an actor's process after its class's qualified name: `ray::EpochTrainable`
+        # in ps and the dashboard, not the wrapper's `ResourceTrainable`
+        trainable.__qualname__ = EpochTrainable.__name__
+        return trainable
+    fn = tune.with_parameters(run_trial, base=base, scaling=opts.scaling, storage=str(sweep_dir / layout.TRAIN))
+    # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.
+    # A placement group cannot be empty, so it holds a token 1 MB of memory, not a CPU.
+    return tune.with_resources(fn, {"memory": 1 << 20})
+
+
+def tune_failures(scaling: Scaling) -> int:
+    """Tune-level retries: a reused trial process restarts from its last epoch's checkpoint
+    (Tune restores it); a DDP trial is first restarted by Ray Train itself, then once by Tune."""
+    return scaling.max_failures if reuses_processes(scaling) else 1
+
+
+def trial_checkpoints():
+    """A trial keeps only its latest checkpoint (it holds the best model too). With num_to_keep
+    set, Tune also snapshots the sweep after each checkpoint, so `--resume` after a hard kill
+    finds every trial at its last epoch, not where a snapshot up to 10 s old left it."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=1)

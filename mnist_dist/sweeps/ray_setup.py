@@ -1,0 +1,73 @@
+"""The Ray a sweep runs on: an embedded local Ray sized to this machine, or a cluster
+(`--address`), with the environment every trial process needs."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from .options import SweepOptions
+
+# Ray Train's controller collects worker reports when it polls them, every 2 s by
+# default: a 0.2 s epoch then takes 2 s. Polling at 0.2 s costs little CPU.
+# A worker group that takes over 60 s to start fails its trial; on a loaded machine (or
+# while a stopped trial's workers are being released) it should wait, so allow 10 min.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+# Snapshotting the sweep after every epoch's checkpoint is what we want (see trial_checkpoints);
+# Tune warns about it when epochs are short.
+DRIVER_ENV = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def runtime_env() -> dict:
+    env = {**RAY_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MNIST_DIST_", "RAY_TRAIN_"))}}
+    for key in ("MNIST_DIST_DATA_DIR", "MNIST_DIST_CACHE_DIR"):  # workers run in their trial's folder
+        if env.get(key):
+            env[key] = str(Path(env[key]).expanduser().resolve())
+    return {"env_vars": env}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))  # free on every interface, loopback included
+        return s.getsockname()[1]
+
+
+def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to_driver: bool = False):
+    """Start an embedded Ray whose processes all know where its State API lives.
+
+    Ray Train's placement-group cleaner (a detached actor) asks the State API whether
+    its controller is alive, with no address; with two Ray instances on one machine
+    that look-up fails ("Found multiple active Ray instances") and the workers of a
+    trial ASHA stopped are never released, so later trials wait for CPUs forever.
+    Pinning the dashboard port and handing its URL to every worker fixes the look-up.
+    """
+    import ray
+
+    port = free_port()
+    env = {**(env or runtime_env()["env_vars"]), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's "actor
+    # died") stays in Ray's log files instead of the console
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=port, runtime_env={"env_vars": env}, log_to_driver=log_to_driver,
+             logging_level=logging.INFO if log_to_driver else logging.ERROR)
+    return ray
+
+
+def init_ray(opts: SweepOptions):
+    import ray
+
+    if ray.is_initialized():  # e.g. tests sharing one instance
+        return ray
+    env = runtime_env()["env_vars"]
+    if not opts.ray_logs:
+        from .console import quiet_ray
+
+        quiet_ray()
+        # Tune's newer console output prints its own boxes and paths even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if opts.address:  # a cluster runs one Ray per machine: its State API is found as usual
+        ray.init(address=opts.address, runtime_env={"env_vars": env}, log_to_driver=opts.ray_logs,
+                 logging_level=logging.INFO if opts.ray_logs else logging.ERROR)
+        return ray
+    return start_local_ray(env=env, log_to_driver=opts.ray_logs)
