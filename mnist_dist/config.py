@@ -9,11 +9,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+AUGMENT_LEVELS = ("off", "light", "strong")
+# augment was a bool before it had levels: old configs and checkpoints say true/false
+LEGACY_AUGMENT = {"true": "light", "1": "light", "yes": "light", "on": "light",
+                  "false": "off", "0": "off", "no": "off"}
+CHOICES = {"optimizer": OPTIMIZERS, "early_stopping_monitor": MONITORS,
+           "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_LEVELS}
 
 
 class ConfigError(ValueError):
@@ -40,11 +48,19 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
     lr_plateau_factor: float = 0.0  # ReduceLROnPlateau on val_loss; 0 = off
     lr_plateau_patience: int = 3
-    augment: bool = False  # random small shifts/rotations of training batches
+    # Per optimizer step over the planned run (epochs x steps per epoch); the plateau
+    # factor, when on, scales whatever the schedule gives from then on.
+    lr_schedule: str = "constant"  # constant | cosine | onecycle (its own warm-up: 25% of the run)
+    warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr; constant and cosine only; 0 = off
+    augment: str = "off"  # off | light | strong; digits: shifts/rotations, fashion: crop/flip
+    label_smoothing: float = 0.0  # training loss only; val_loss stays plain cross-entropy
     amp: bool = True  # mixed precision, CUDA only
     train_limit: int | None = None  # use only this many training images (smoke tests)
     test_limit: int | None = None  # and this many test images
     eval_batch_size: int = 1000
+
+    def __post_init__(self):
+        self.augment = legacy_augment(self.augment)
 
     def validate(self) -> "TrainConfig":
         from .models import get_entry  # late import: models import nothing from here
@@ -64,6 +80,15 @@ class TrainConfig:
                "in [0, 1) (0 turns it off)")
         _check(self.early_stopping_patience >= 0, "early_stopping_patience",
                self.early_stopping_patience, ">= 0 (0 turns it off)")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"one of {LR_SCHEDULES}")
+        _check(0 <= self.warmup_epochs < math.inf, "warmup_epochs", self.warmup_epochs,
+               "a number of epochs >= 0 (0 turns it off)")
+        _check(self.lr_schedule != "onecycle" or self.warmup_epochs == 0, "warmup_epochs",
+               self.warmup_epochs, "0 with lr_schedule=onecycle, which warms up over its own first "
+               "25% of the run (warmup_epochs is for constant and cosine)")
+        _check(self.augment in AUGMENT_LEVELS, "augment", self.augment,
+               f"one of {AUGMENT_LEVELS} (true/false from older configs mean light/off)")
+        _check(0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing, "in [0, 0.5)")
         for key in ("train_limit", "test_limit"):
             value = getattr(self, key)
             _check(value is None or value >= 10, key, value, "None or an integer >= 10")
@@ -75,6 +100,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
         return cls(**coerce(d, source)).validate()
+
+
+def legacy_augment(value):
+    """true/false (a bool, or its YAML/CLI spelling) from before augment had levels -> light/off."""
+    if isinstance(value, bool):
+        return "light" if value else "off"
+    if isinstance(value, str):
+        return LEGACY_AUGMENT.get(value.strip().lower(), value.strip().lower())
+    return value
 
 
 def _check(ok: bool, key: str, value, accepted: str) -> None:
@@ -161,8 +195,9 @@ def add_config_flags(parser, skip: tuple[str, ...] = ("arch",)) -> None:
         if name in skip:
             continue
         base = str(f.type).split("|")[0].strip()
+        choices = f"{' | '.join(CHOICES[name])}; " if name in CHOICES else ""
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar=base.upper(),
-                           help=f"default: {f.default!r}")
+                           help=f"{choices}default: {f.default!r}")
 
 
 def flags_to_overrides(args) -> dict:

@@ -28,18 +28,88 @@ class InputSpec:
         return asdict(self)
 
 
+# Augmentation strengths (`augment: off | light | strong`), on whole batches on the device.
+# Digits and characters: a mirrored 2, 3, 7 or kana is not that class, so never a flip.
+# light = the original shifts (px) and rotations (degrees); strong = larger, + scale (fraction).
+DIGIT_AUGMENT = {"light": {"max_shift": 2.0, "max_degrees": 10.0},
+                 "strong": {"max_shift": 3.0, "max_degrees": 15.0, "max_scale": 0.1}}
+# Clothing: a mirrored shirt is a shirt. Random crop of the zero-padded image (a shift by
+# whole pixels) and a horizontal flip; strong crops wider and erases a square (cutout).
+FASHION_AUGMENT = {"light": {"pad": 2}, "strong": {"pad": 4, "erase": 8}}
+
+
+def mirror_safe(dataset: str) -> bool:
+    """Whether a horizontal flip keeps the class: only clothing (Fashion-MNIST, or an image
+    folder named like it). Digits (mnist, kmnist, any other folder) are never flipped."""
+    return "fashion" in dataset.lower()
+
+
+def augment_level(augment) -> str:
+    """off | light | strong; True/False (the bool it used to be) mean light/off."""
+    if isinstance(augment, bool) or augment is None:
+        return "light" if augment else "off"
+    if augment not in ("off", "light", "strong"):
+        raise ValueError(f"augment={augment!r}; expected off, light or strong")
+    return augment
+
+
+def _uniform(b: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """U(-1, 1) per image, drawn on the generator's device (no host-device copy when the
+    generator lives on the training device)."""
+    gen_device = generator.device if generator is not None else "cpu"
+    return (torch.rand(b, generator=generator, device=gen_device) * 2 - 1).to(device)
+
+
+def _randint(high: int, b: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else "cpu"
+    return torch.randint(high, (b, 1), generator=generator, device=gen_device).to(device)
+
+
 def augment_batch(x: torch.Tensor, max_shift: float = 2.0, max_degrees: float = 10.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random small shifts (pixels) and rotations (degrees) of a float batch (B, 1, H, W)."""
+                  max_scale: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random shifts (pixels), rotations (degrees) and scaling (+-fraction, 0 = none) of a
+    float batch (B, 1, H, W); what is moved in from outside the frame is black."""
     b, _, h, _ = x.shape
-    rand = lambda: torch.rand(b, generator=generator).to(x.device) * 2 - 1  # noqa: E731 U(-1, 1)
+    rand = lambda: _uniform(b, generator, x.device)  # noqa: E731
     angle = rand() * math.radians(max_degrees)
     shift = torch.stack([rand(), rand()], 1) * (2 * max_shift / h)  # grid units: 2 = full width
     cos, sin = angle.cos(), angle.sin()
+    if max_scale:  # the grid maps output to input: dividing it by s draws the image s times larger
+        inv = 1 / (1 + rand() * max_scale)
+        cos, sin = cos * inv, sin * inv
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def crop_flip_batch(x: torch.Tensor, pad: int = 2, erase: int = 0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop of the zero-padded batch (B, 1, H, W) with a horizontal flip of half the
+    images, as one gather; `erase` > 0 blacks out one erase x erase square per image."""
+    b, _, h, w = x.shape
+    draw = lambda high: _randint(high, b, generator, x.device)  # noqa: E731 (B, 1) in [0, high)
+    dy, dx, flip = draw(2 * pad + 1), draw(2 * pad + 1), draw(2).bool()
+    r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    rows = r + dy  # (B, H) and (B, W): where each output pixel comes from in the padded image
+    cols = torch.where(flip, w - 1 - c, c) + dx
+    padded = F.pad(x[:, 0], (pad, pad, pad, pad))
+    out = padded[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if erase:  # the square's centre is anywhere in the image: it may reach out of the frame
+        top, left = draw(h) - erase // 2, draw(w) - erase // 2  # (B, 1) each
+        in_r = (r >= top) & (r < top + erase)  # (B, H)
+        in_c = (c >= left) & (c < left + erase)  # (B, W)
+        out = out.masked_fill(in_r[:, :, None] & in_c[:, None, :], 0)
+    return out.unsqueeze(1)
+
+
+def augment_images(x: torch.Tensor, level: str, dataset: str,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """One augmentation of a batch (B, 1, H, W) on the 0..255 scale, chosen by the dataset:
+    crop and flip for clothing, shifts/rotations (never flips) for everything else."""
+    if mirror_safe(dataset):
+        return crop_flip_batch(x, **FASHION_AUGMENT[level], generator=generator)
+    return augment_batch(x, **DIGIT_AUGMENT[level], generator=generator)
 
 
 def _pad(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
@@ -48,18 +118,21 @@ def _pad(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
 
 
 def prepare_batch(x: torch.Tensor, spec: InputSpec, mean: float, std: float,
-                  augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+                  augment: str | bool = "off", generator: torch.Generator | None = None,
+                  dataset: str = "") -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, C, S, S), normalised, in the architecture's shape.
 
     This runs every training step, so the usual case is three small kernels: scale the
     uint8 pixels into a new float tensor, shift, then pad with normalised black.
-    Augmentation and resizing work on the 0..255 scale (black = 0) before normalising."""
+    Augmentation (`augment` off | light | strong, of the kind `dataset`'s name calls for)
+    and resizing work on the 0..255 scale (black = 0) before normalising."""
     scale, shift = 1.0 / (255.0 * std), mean / std  # (x / 255 - mean) / std == x * scale - shift
+    level = augment_level(augment)
     x = x.unsqueeze(1)
-    if augment or spec.resize:
+    if level != "off" or spec.resize:
         x = x.to(torch.float32, copy=True)  # never modify the caller's tensor in place
-        if augment:
-            x = augment_batch(x, generator=generator)
+        if level != "off":
+            x = augment_images(x, level, dataset, generator)
         if spec.size != x.shape[-1]:
             x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False) \
                 if spec.resize else _pad(x, spec.size, 0.0)

@@ -9,6 +9,8 @@ Speed: the whole dataset sits on the device as uint8 (47 MB for MNIST); a
 batch is an index into it, converted to the architecture's input on the
 device. Loss and accuracy are summed as device tensors so the loop never waits
 for the GPU except at a divergence check every DIVERGENCE_CHECK_EVERY steps.
+Augmentation noise is drawn on the device; the learning-rate schedule is a
+Python function of the step count, set once per optimizer step.
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ from .reporting import LocalReporter, Reporter, make_reporter
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
 PROGRESS_EVERY_S = 0.5  # wall seconds between Trainer.on_progress calls within an epoch
+# One-cycle as torch.optim.lr_scheduler.OneCycleLR draws it (cosine phases): from lr/25
+# (its div_factor) up to lr over the first 25% of the run (fast.ai's pct_start; PyTorch
+# uses 0.3), then down to lr/25/1e4 (final_div_factor). Its momentum cycling is left out:
+# it would override the `momentum` being tuned.
+ONECYCLE_PCT_START = 0.25
+ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4
 
 
 @dataclass
@@ -72,6 +80,47 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
                                    weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _cos_anneal(start: float, end: float, t: float) -> float:
+    """From start (t = 0) to end (t = 1) along half a cosine."""
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
+
+
+class LRSchedule:
+    """The learning-rate multiplier for optimizer step s (0-based) of a `total`-step run:
+    LambdaLR's lambda. An object, not a closure, so its numbers go into the scheduler's
+    state_dict and so into every checkpoint."""
+
+    def __init__(self, kind: str, total: int, warmup: int = 0):
+        self.kind, self.total = kind, max(total, 1)
+        self.warmup = min(warmup, self.total)  # a warm-up longer than the run is the whole run
+
+    def __call__(self, s: int) -> float:
+        if self.kind == "onecycle":
+            return self.onecycle(s)
+        if s < self.warmup:
+            return (s + 1) / self.warmup  # linear from ~0: 1/warmup at the first step, 1 at the last
+        if self.kind == "cosine":  # 1 at the end of the warm-up, 0 after the run's last step
+            return _cos_anneal(1.0, 0.0, min((s - self.warmup) / max(self.total - self.warmup, 1), 1.0))
+        return 1.0
+
+    def onecycle(self, s: int) -> float:
+        peak = ONECYCLE_PCT_START * self.total - 1  # the step at lr, counted as OneCycleLR does
+        if s <= peak:
+            return _cos_anneal(1 / ONECYCLE_DIV, 1.0, s / peak) if peak > 0 else 1.0
+        t = min((s - peak) / (self.total - 1 - peak), 1.0)
+        return _cos_anneal(1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV), t)
+
+
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The per-step learning-rate schedule over the planned run; None when the rate is constant."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.lr_schedule == "constant" and warmup == 0:
+        return None
+    fn = LRSchedule(cfg.lr_schedule, cfg.epochs * steps_per_epoch, warmup)
+    return torch.optim.lr_scheduler.LambdaLR(opt, fn)
 
 
 def world() -> tuple[int, int]:
@@ -121,24 +170,29 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.opt = make_optimizer(cfg, self.model.parameters())
+        per_rank = len(self.train_idx) // self.world_size  # as shard() cuts it
+        self.steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        self.schedule = make_schedule(cfg, self.opt, self.steps_per_epoch)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="min", factor=cfg.lr_plateau_factor, patience=cfg.lr_plateau_patience)
             if cfg.lr_plateau_factor > 0 else None)
+        self.label_smoothing = cfg.label_smoothing  # the training loss only
         self.use_amp = cfg.amp and device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
                           else torch.float16)
         # fp16 needs loss scaling against underflow; bf16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.rank)  # augmentation noise
+        # augmentation noise, drawn on the device: no host-device copy per step
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * self.rank)
         self.node_ids = node_ids()
         # Set by a caller that shows progress: on_progress(images done, images total) of this
         # rank's share, at the epoch's start, at most every progress_every s, and at its end.
         self.on_progress: Callable[[int, int], None] | None = None
         self.progress_every = PROGRESS_EVERY_S
 
-    def batch(self, idx: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, augment: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_batch(self.x[idx], self.entry.input, self.data.mean, self.data.std,
-                          augment=augment, generator=self.gen)
+                          augment=augment, generator=self.gen, dataset=self.data.name)
         return x, self.y[idx]
 
     def shard(self, epoch: int) -> torch.Tensor:
@@ -184,20 +238,22 @@ class Trainer:
         return total_loss / max(n, 1), total_correct / max(n, 1), n, diverged
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step; returns (logits, loss)."""
+        """One optimizer step and the schedule's step; returns (logits, loss)."""
         self.opt.zero_grad(set_to_none=True)
         if not self.use_amp:  # fp32: skip the autocast and grad-scaler bookkeeping
             out = self.ddp(x)
-            loss = F.cross_entropy(out, y)
+            loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
             loss.backward()
             self.opt.step()
-            return out, loss
-        with torch.autocast(self.device.type, dtype=self.amp_dtype):
-            out = self.ddp(x)
-            loss = F.cross_entropy(out, y)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        else:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                out = self.ddp(x)
+                loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        if self.schedule is not None:  # a few Python operations: sets the next step's lr
+            self.schedule.step()
         return out, loss
 
     @torch.no_grad()
@@ -218,9 +274,18 @@ class Trainer:
     def lr(self) -> float:
         return self.opt.param_groups[0]["lr"]
 
+    def reduce_on_plateau(self, val_loss: float) -> None:
+        """ReduceLROnPlateau's epoch step. Under a schedule its cut scales the rest of the
+        schedule (otherwise the schedule's next step would set the rate back)."""
+        before = self.lr()
+        self.plateau.step(val_loss)
+        if self.schedule is not None and 0 < self.lr() < before:
+            self.schedule.base_lrs = [b * self.lr() / before for b in self.schedule.base_lrs]
+
     def resume_state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "plateau": self.plateau.state_dict() if self.plateau else None,
+                "schedule": self.schedule.state_dict() if self.schedule else None,
                 "scaler": self.scaler.state_dict()}
 
     def load_resume_state(self, s: dict) -> None:
@@ -228,6 +293,8 @@ class Trainer:
         self.opt.load_state_dict(s["opt"])
         if self.plateau and s.get("plateau"):
             self.plateau.load_state_dict(s["plateau"])
+        if self.schedule and s.get("schedule"):  # its step count and (plateau-scaled) base rates
+            self.schedule.load_state_dict(s["schedule"])
         if s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
 
@@ -287,7 +354,7 @@ class EpochRun:
             state.best_state = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
         state.best_val_loss = min(state.best_val_loss, m["val_loss"])
         if self.trainer.plateau:
-            self.trainer.plateau.step(m["val_loss"])
+            self.trainer.reduce_on_plateau(m["val_loss"])
         value = monitored(m, cfg.early_stopping_monitor)
         if value < state.monitor_best:
             state.monitor_best, state.bad_epochs = value, 0
