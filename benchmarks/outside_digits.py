@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_dist.predict import Prediction, Predictor
+from mnist_dist.inference import Prediction, Predictor
 
 FONT_DIRS = ["/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts")]
 # Font file name prefixes -> group. Handwriting: fonts drawn from someone's hand or pen.

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from mnist_dist.data import load_dataset
-from mnist_dist.predict import Predictor
-from mnist_dist.predict.preprocess import preprocess
+from mnist_dist.inference import Predictor
+from mnist_dist.inference.preprocess import preprocess
 
 SCALE = 8
 

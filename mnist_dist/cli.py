@@ -15,9 +15,9 @@ COMMANDS = {
     "sweeps": ("mnist_dist.sweeps.configs_cli", "list the shipped sweep configs (YAML) and where they are"),
     "report": ("mnist_dist.report.cli", "tables, plots and an HTML report over everything in results/"),
     "dashboard": ("mnist_dist.sweeps.dashboard", "serve a sweep's Optuna study in optuna-dashboard on 127.0.0.1"),
-    "predict": ("mnist_dist.predict.cli", "predict the class of image files with a trained model"),
-    "evaluate": ("mnist_dist.predict.evaluate_cli", "evaluate a trained model on a dataset or image folder"),
-    "export": ("mnist_dist.predict.export", "export a trained model (TorchScript, ONNX) for deployment"),
+    "predict": ("mnist_dist.inference.predict_cli", "predict the class of image files with a trained model"),
+    "evaluate": ("mnist_dist.inference.evaluate_cli", "evaluate a trained model on a dataset or image folder"),
+    "export": ("mnist_dist.inference.export", "export a trained model (TorchScript, ONNX) for deployment"),
 }
 
 

@@ -264,7 +264,7 @@ def test_image_folder_errors(tmp_path):
 def test_transparent_png_folder_trains_as_it_predicts(mnist, tmp_path):
     """White ink on a transparent canvas (a dark-theme drawing app's export): the folder
     loader and `predict` read each file into the same, non-blank, light-on-dark pixels."""
-    from mnist_dist.predict.preprocess import dark_background, preprocess, read_image, recipe_for
+    from mnist_dist.inference.preprocess import dark_background, preprocess, read_image, recipe_for
 
     paths = []
     for split, (x, y) in {"train": (mnist.train_x[:20], mnist.train_y[:20]),
@@ -289,7 +289,7 @@ def test_transparent_png_folder_trains_as_it_predicts(mnist, tmp_path):
 
 @pytest.mark.parametrize("kind", ["16-bit", "colour", "black-ink-alpha"])
 def test_image_reading_is_shared_by_folders_and_predict(mnist, tmp_path, kind):
-    from mnist_dist.predict.preprocess import read_image as predict_read
+    from mnist_dist.inference.preprocess import read_image as predict_read
 
     digits = mnist.test_x[:4].numpy()
     for split in ("train", "test"):

@@ -16,10 +16,10 @@ import torch.nn as nn
 
 from mnist_dist.cli import main
 from mnist_dist.data import InputSpec, load_dataset, prepare_batch
-from mnist_dist.predict.export import Deployable, export_torchscript
-from mnist_dist.predict.preprocess import ImageError, preprocess, read_image, recipe_for
+from mnist_dist.inference.export import Deployable, export_torchscript
+from mnist_dist.inference.preprocess import ImageError, preprocess, read_image, recipe_for
 from mnist_dist.training.checkpoint import input_spec, load_model
-from mnist_dist.training.evaluate import evaluate
+from mnist_dist.evaluation import evaluate
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -113,7 +113,7 @@ def test_sweep_over_an_image_folder_ranked_by_validation_loss(ray_session, mnist
     from mnist_dist.sweeps.runner import run_sweep
     from mnist_dist.training import load_model
     from mnist_dist.training.checkpoint import input_spec
-    from mnist_dist.training.evaluate import evaluate
+    from mnist_dist.evaluation import evaluate
     from mnist_dist.data import load_image_folder
 
     folder = tmp_path / "my digits"

@@ -17,7 +17,7 @@ from mnist_dist.sweeps.runner import run_sweep
 from mnist_dist.sweeps.spec import baseline_point, load_spec
 from mnist_dist.training import load_model
 from mnist_dist.training.checkpoint import input_spec
-from mnist_dist.training.evaluate import evaluate
+from mnist_dist.evaluation import evaluate
 
 from .conftest import REPO, smoke_options
 from .procs import kill_session

@@ -12,7 +12,7 @@ from mnist_dist.cli import main
 from mnist_dist.config import ConfigError, TrainConfig, resolve
 from mnist_dist.training import load_model, train_func_per_worker
 from mnist_dist.training.checkpoint import input_spec
-from mnist_dist.training.evaluate import evaluate
+from mnist_dist.evaluation import evaluate
 from mnist_dist.training.loop import train_val_indices
 from mnist_dist.training.reporting import LocalReporter
 

@@ -8,9 +8,7 @@ from pathlib import Path
 
 from .. import layout
 from ..layout import save_json, write_csv
-from ..models import count_parameters
-from ..training.checkpoint import input_spec, load_model
-from ..training.evaluate import evaluate, save_evaluation
+from ..evaluation import evaluate_checkpoint, save_evaluation
 from .options import data_label
 from .events import completed_trials, ended_trials, trial_wall_times
 from .trial import ended_status
@@ -98,18 +96,10 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
 def evaluate_model(model_path: Path, base: dict) -> dict:
     """The model on the test split of the data its sweep trained on (a dataset or an image
     folder, cut to test_limit as the trials were)."""
-    import torch
-
     from ..config import TrainConfig
     from ..training.loop import load_data
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # alexnet's 227x227 test set wants a GPU
-    model, payload = load_model(model_path, device)
-    data = load_data(TrainConfig.from_dict(base))
-    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std,
-                  data.classes, device)
-    ev["parameters"] = count_parameters(model)
-    return ev
+    return evaluate_checkpoint(model_path, load_data(TrainConfig.from_dict(base)))
 
 
 def forgotten_trials(grid, sweep_dir: Path, searched) -> list:

@@ -1,12 +1,11 @@
-"""Training: the per-worker loop, evaluation and self-describing checkpoints.
+"""Training: the per-worker loop, where its reports go, and `mnist-dist train`.
 
-Names are imported on first use: every Ray Train worker imports this package, and
-evaluation's scikit-learn import alone would add over a second to each worker's start."""
+Names are imported on first use: every Ray Train worker and trial process imports this
+package and should pay only for what it uses."""
 import importlib
 
-_EXPORTS = {"evaluate": "evaluate", "save_evaluation": "evaluate", "load_model": "checkpoint",
-            "load_payload": "checkpoint", "model_payload": "checkpoint",
-            "train_func_per_worker": "loop", "train_local": "loop"}
+_EXPORTS = {"load_model": "checkpoint", "load_payload": "checkpoint", "model_payload": "checkpoint",
+            "train_func_per_worker": "loop"}
 __all__ = list(_EXPORTS)
 
 

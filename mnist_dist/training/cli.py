@@ -13,10 +13,9 @@ from pathlib import Path
 from .. import layout
 from ..config import add_config_flags, flags_to_overrides, load_yaml, resolve
 from ..layout import HISTORY_CSV, save_json, write_csv
-from ..models import count_parameters
 from ..progress import Progress, format_seconds
-from .checkpoint import atomic_save, input_spec, load_model
-from .evaluate import evaluate, format_evaluation, save_evaluation
+from .checkpoint import atomic_save
+from ..evaluation import evaluate_checkpoint, format_evaluation, save_evaluation
 from .loop import Trainer, load_data, run_epochs, select_device
 from .reporting import LocalReporter
 
@@ -113,11 +112,9 @@ def run(args) -> int:
         print(f"diverged: {summary['error']}")
         return 1
     atomic_save(reporter.last_checkpoint["model"], out / "model.pt")
-    model, payload = load_model(out / "model.pt", device)
-    ev = evaluate(model, data.test_x, data.test_y, input_spec(payload), data.mean, data.std,
-                  data.classes, device)
+    ev = evaluate_checkpoint(out / layout.MODEL, data, device)
     save_evaluation(ev, out)
-    summary.update(test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=count_parameters(model))
+    summary.update(test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"])
     save_json(summary, out / "run.json")
     say(format_evaluation(ev))
     print(f"status {final['status']} after {final['epoch']} epochs, {train_time:.1f}s; "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..training.checkpoint import input_spec, load_model
-from ..training.evaluate import predict_proba
+from ..evaluation import predict_proba
 from .preprocess import RECIPES, ImageError, dark_background, preprocess, read_image, recipe_for
 
 

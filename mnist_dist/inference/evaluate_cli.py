@@ -18,7 +18,7 @@ import torch
 
 from ..data import DataError, load_dataset
 from ..training.checkpoint import CheckpointError
-from ..training.evaluate import evaluate, format_evaluation
+from ..evaluation import evaluate, evaluate_checkpoint, format_evaluation
 from .common import add_model_flag, add_preprocess_flags, model_error
 from .files import labelled_images
 from .predictor import Predictor
@@ -44,11 +44,12 @@ def run(args) -> int:
         pred = Predictor(args.model, args.preprocess, args.device)
     except CheckpointError as e:
         return model_error(e)
-    load = _image_folder if args.images else _dataset
-    source, x, y, failed = load(pred, args)
-    if args.limit:
-        x, y = x[:args.limit], y[:args.limit]
-    ev = evaluate(pred.model, x, y, pred.spec, pred.mean, pred.std, pred.classes, args.device)
+    if args.images:  # photos and scans: through predict's preprocessing
+        source, x, y, failed = _image_folder(pred, args)
+        ev = evaluate(pred.model, x, y, pred.spec, pred.mean, pred.std, pred.classes, args.device)
+    else:  # a dataset's test split, exactly as training and sweeps evaluate it
+        source, failed = f"{args.dataset} test split", 0
+        ev = evaluate_checkpoint(args.model, load_dataset(args.dataset, args.data_dir), args.device, args.limit)
     ev = {k: v for k, v in ev.items() if k not in ARRAYS}
     info = {"model": str(args.model), "arch": pred.payload["arch"],
             "trained_on": pred.payload.get("dataset"), "evaluated_on": source, "skipped": failed}
@@ -58,15 +59,6 @@ def run(args) -> int:
         print(f"{info['arch']} model {args.model} (trained on {info['trained_on']}) on {source}")
         print(format_evaluation(ev))
     return 1 if failed else 0
-
-
-def _dataset(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tensor, int]:
-    ds = load_dataset(args.dataset, args.data_dir)
-    if list(ds.classes) != pred.classes:
-        raise DataError(f"the model's classes ({', '.join(pred.classes)}) are not those of "
-                        f"{args.dataset} ({', '.join(ds.classes)}); evaluate it on the dataset "
-                        f"it was trained for ({pred.payload.get('dataset')})")
-    return f"{args.dataset} test split", ds.test_x, ds.test_y, 0
 
 
 def class_index(label: str, classes: list[str]) -> int | None:

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import layout
-from ..layout import save_json
-from ..data.transforms import InputSpec, prepare_batch
+from . import layout
+from .data.transforms import InputSpec, prepare_batch
+from .layout import save_json
 
 
 @torch.no_grad()
@@ -67,3 +67,25 @@ def format_evaluation(ev: dict) -> str:
         r = rep[c]
         lines.append(f"{c:>12} {r['precision']:9.3f} {r['recall']:6.3f} {r['f1-score']:.3f} {int(r['support'])}")
     return "\n".join(lines)
+
+
+def evaluate_checkpoint(model_path: str | Path, data, device: torch.device | str | None = None,
+                        limit: int | None = None) -> dict:
+    """A saved model on the test split of `data` (a standard dataset or an image folder, as
+    training loads it): the one evaluation behind `mnist-dist train`, every sweep's best model
+    and --final-seeds, and `mnist-dist evaluate --dataset`. The model's parameter count is
+    added. On a GPU when there is one (alexnet's 227x227 test set wants it)."""
+    from .data import DataError
+    from .models import count_parameters
+    from .training.checkpoint import input_spec, load_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, payload = load_model(model_path, device)
+    if list(data.classes) != list(payload["classes"]):
+        raise DataError(f"the model's classes ({', '.join(payload['classes'])}) are not those of "
+                        f"{data.name} ({', '.join(data.classes)}); evaluate it on the data it was "
+                        f"trained for ({payload.get('dataset')})")
+    x, y = data.test_x[:limit], data.test_y[:limit]  # limit None: all of them
+    ev = evaluate(model, x, y, input_spec(payload), data.mean, data.std, data.classes, device)
+    ev["parameters"] = count_parameters(model)
+    return ev
