@@ -43,7 +43,7 @@ def run_sweep_cli(arch: str, trials: int, dataset: str | None, out: Path) -> dic
     return {"wall_s": total, "search_s": s["wall_time_s"], "outside_search_s": total - s["wall_time_s"],
             "train_s": s["train_time_s"], "overhead_per_trial_s": s["overhead_per_trial_s"],
             "best_val_acc": s.get("best_val_acc"), "trials": s["trials_run"],
-            "pruned": s["stopped_early"]}
+            "pruned": s["stopped_by_scheduler"]}
 
 
 def run_plain_optuna(arch: str, trials: int, dataset: str | None) -> dict:

@@ -68,6 +68,13 @@ def status(name: str | None) -> str | None:
     return OLD_NAMES.get(name, name)
 
 
+def ended_status(last_status: str | None) -> str | None:
+    """How a trial ended, from the status of its last report: one still running there was
+    stopped by the scheduler (ASHA) before its last epoch."""
+    last = status(last_status)
+    return STOPPED_BY_SCHEDULER if last == RUNNING else last
+
+
 def upgrade_counts(summary: dict) -> dict:
     """An old sweep summary's per-status counts under today's names."""
     return {OLD_NAMES.get(k, k): v for k, v in summary.items()}

@@ -70,7 +70,7 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
     assert out.returncode == 0, out.stderr[-3000:]
     console = out.stdout + out.stderr
     rows = [json.loads(line) for line in (tmp_path / "c" / "events.jsonl").read_text().splitlines()]
-    assert "stopped_early" in {e["status"] for e in rows if e["event"] == "complete"}  # ASHA did stop one
+    assert "stopped_by_scheduler" in {e["status"] for e in rows if e["event"] == "complete"}  # ASHA did stop one
     for noise in NOISE:
         assert noise not in console, f"{noise!r} in:\n{console[-3000:]}"
     lines = console.strip().splitlines()

@@ -273,3 +273,26 @@ def test_page_in_a_real_browser(report, artifacts, tmp_path):
     img = matplotlib.image.imread(shot)
     assert img.shape[:2] == (4000, 1280)
     assert float(np.std(img[..., :3])) > 0.05, "the screenshot is (nearly) blank"
+
+
+def test_report_reads_sweeps_written_with_old_status_names(smoke_sweep, tmp_path):
+    """Folders from before the status names were made unmistakable (early_stopped,
+    stopped_early) still report, under today's names."""
+    from mnist_dist.report.build import build_report
+
+    old = tmp_path / "old-sweep"
+    shutil.copytree(smoke_sweep, old)
+    summary = json.loads((old / "summary.json").read_text())
+    summary.pop("stopped_by_scheduler", None)
+    (old / "summary.json").write_text(json.dumps({**summary, "stopped_early": 1, "completed": 1}))
+    rows = list(csv.DictReader(open(old / "trials.csv")))
+    rows[0]["status"] = "stopped_early"
+    with open(old / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    build_report(tmp_path, log=lambda *a: None)
+    with open(tmp_path / "report" / "all_runs.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["source"] == "old-sweep")
+    assert row["stopped_by_scheduler"] == "1" and row["completed"] == "1"
+    assert "stopped by ASHA" in (tmp_path / "report" / "index.html").read_text()

@@ -85,17 +85,17 @@ def test_asha_stopped_trial_is_pruned_and_diverged_trial_recorded(ray_session, t
                                                               max_concurrent=1))
     rows = read_csv(tmp_path / "asha" / "trials.csv")
     assert [(r["config/lr"], r["status"]) for r in rows] == [
-        ("0.01", "completed"), ("1e-06", "stopped_early"), ("1000000.0", "diverged")]
+        ("0.01", "completed"), ("1e-06", "stopped_by_scheduler"), ("1000000.0", "diverged")]
     assert [r["epochs_run"] for r in rows] == ["3", "1", "1"]
-    assert (summary["completed"], summary["stopped_early"], summary["diverged"]) == (1, 1, 1)
+    assert (summary["completed"], summary["stopped_by_scheduler"], summary["diverged"]) == (1, 1, 1)
     trials = study(tmp_path / "asha").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
-    assert [t.user_attrs["status"] for t in trials] == ["completed", "stopped_early", "diverged"]
+    assert [t.user_attrs["status"] for t in trials] == ["completed", "stopped_by_scheduler", "diverged"]
     assert trials[1].intermediate_values.keys() == {1}  # TPE ranks it by what it reached
     assert trials[2].value == 0.0
     assert summary["best_trial"] == rows[0]["trial_id"]
     done = [e["status"] for e in events(tmp_path / "asha") if e["event"] == "complete"]
-    assert done == ["completed", "stopped_early", "diverged"]
+    assert done == ["completed", "stopped_by_scheduler", "diverged"]
     # One trial process served all three trials, the one ASHA stopped and the next included:
     # Tune reset it in place (reuse_actors) instead of starting a process per trial.
     assert len({r["pid"] for r in rows}) == 1 and rows[0]["pid"]
@@ -164,7 +164,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     rows = read_csv(sweep / "trials.csv")
     assert len(rows) == 3
     status = {float(r["config/lr"]): r["status"] for r in rows}
-    assert status[0.001] == "completed" and status[1e-6] == "stopped_early"
+    assert status[0.001] == "completed" and status[1e-6] == "stopped_by_scheduler"
     assert json.loads((sweep / "summary.json").read_text())["interrupted"] is False
     starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
     for trial_id in done_before:
@@ -187,20 +187,20 @@ def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in
                             start_new_session=True)
     try:
         deadline = time.time() + 300
-        while not any(e.get("status") == "stopped_early" for e in events(sweep)):
+        while not any(e.get("status") == "stopped_by_scheduler" for e in events(sweep)):
             assert proc.poll() is None and time.time() < deadline, "no trial was stopped by ASHA"
             time.sleep(0.05)
         proc.kill()
         proc.wait(timeout=30)
     finally:
         kill_session(proc.pid)  # the killed driver's embedded Ray
-    stopped = next(e["trial_id"] for e in events(sweep) if e.get("status") == "stopped_early")
+    stopped = next(e["trial_id"] for e in events(sweep) if e.get("status") == "stopped_by_scheduler")
     out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {r["trial_id"]: r for r in read_csv(sweep / "trials.csv")}
     # 4 trials, or 5 when the kill beat Tune's snapshot of the stopped one: Tune then starts
     # a new 4th trial, and the forgotten one is still reported (trained once, ended once).
-    assert len(rows) in (4, 5) and rows[stopped]["status"] == "stopped_early"
+    assert len(rows) in (4, 5) and rows[stopped]["status"] == "stopped_by_scheduler"
     assert rows[stopped]["epochs_run"] == "1"
     assert [e["event"] for e in events(sweep) if e["trial_id"] == stopped].count("complete") >= 1
     for trial_id, r in rows.items():
@@ -210,7 +210,7 @@ def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in
     assert len(trials) == len(rows) and not [t for t in trials if t.state.name == "RUNNING"]
     by_id = {t.user_attrs["tune_trial_id"]: t for t in trials}
     assert set(by_id) == set(rows)
-    state = {"completed": "COMPLETE", "stopped_early": "PRUNED"}
+    state = {"completed": "COMPLETE", "stopped_by_scheduler": "PRUNED"}
     assert {tid: by_id[tid].state.name for tid in rows} == {tid: state[r["status"]] for tid, r in rows.items()}
 
 

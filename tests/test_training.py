@@ -55,7 +55,7 @@ def test_early_stopping_stops_after_patience_epochs():
     # lr so small that nothing changes: val_acc never improves after epoch 1
     _, state, _ = run(optimizer="sgd", lr=1e-12, train_limit=500, epochs=6,
                       early_stopping_monitor="val_acc", early_stopping_patience=2)
-    assert [h["status"] for h in state.history] == ["running", "running", "early_stopped"]
+    assert [h["status"] for h in state.history] == ["running", "running", "stopped_by_patience"]
 
 
 def test_reduce_lr_on_plateau_halves_the_rate():

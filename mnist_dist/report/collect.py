@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STATUSES = ("completed", "early_stopped", "stopped_early", "diverged", "failed")
+from .. import layout
+
 PREDICTION_ARRAYS = ("probabilities", "labels", "predictions")
 
 
@@ -115,7 +116,9 @@ def read_predictions(path: Path, warnings: list[str]) -> dict | None:
 def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src = Source("sweep", folder.name, folder, summary)
     src.config = read_json(folder / "config.json", "search-space checks", warnings, required=True)
-    src.trials = read_csv(folder / "trials.csv", "per-trial plots", warnings)
+    src.trials = read_csv(folder / layout.TRIALS_CSV, "per-trial plots", warnings)
+    if src.trials is not None and "status" in src.trials.columns:  # old folders: today's names
+        src.trials["status"] = src.trials["status"].map(layout.status)
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")
     best = summary.get("best_trial")
@@ -159,7 +162,9 @@ def load_folder(folder: Path, warnings: list[str]) -> Source | None:
 
 
 def clean(summary: dict) -> dict:
-    """Non-finite numbers (a diverged run's NaN loss) become None, so tables show a dash."""
+    """Non-finite numbers (a diverged run's NaN loss) become None, so tables show a dash;
+    per-status counts of old sweeps take today's names."""
+    summary = layout.upgrade_counts(summary)
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import layout
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers, CI or Ray nodes
@@ -17,10 +19,10 @@ import pandas as pd  # noqa: E402
 STYLE = {"figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
          "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 12,
          "axes.titleweight": "bold", "axes.labelsize": 11, "font.size": 10, "legend.fontsize": 9}
-STATUS_COLORS = {"completed": "#2a9d8f", "early_stopped": "#8ab17d", "stopped_early": "#e9c46a",
-                 "diverged": "#f4a261", "failed": "#e76f51"}
-STATUS_LABELS = {"completed": "completed", "early_stopped": "early-stopped (patience)",
-                 "stopped_early": "stopped by ASHA", "diverged": "diverged", "failed": "failed"}
+STATUS_COLORS = {layout.COMPLETED: "#2a9d8f", layout.STOPPED_BY_PATIENCE: "#8ab17d",
+                 layout.STOPPED_BY_SCHEDULER: "#e9c46a", layout.DIVERGED: "#f4a261", layout.FAILED: "#e76f51",
+                 layout.INTERRUPTED: "#adb5bd"}
+STATUS_LABELS = layout.LABELS
 WARN_COLOR = "#c0392b"
 
 

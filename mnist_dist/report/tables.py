@@ -19,13 +19,13 @@ COLUMNS = (
 )
 CSV_KEYS = ("arch", "dataset", "kind", "source", "test_acc", "test_acc_mean", "test_acc_std", "seeds",
             "test_loss", "val_acc", "test_images", "train_time_s", "images_per_sec", "parameters",
-            "trials_run", "completed", "early_stopped", "stopped_by_asha", "diverged", "failed",
+            "trials_run", "completed", "stopped_by_patience", "stopped_by_scheduler", "diverged", "failed",
             "best_config", "published", "published_acc", "diff_vs_published")
 
 
 NOTES = ("Test acc: the best model of each sweep (best trial by validation accuracy) or the run's model, "
          "on the test images listed (smoke runs use only the first few hundred). Train time: sum of "
-         "epoch times of that model. Trials: run / early-stopped (patience) / stopped by ASHA / failed. "
+         "epoch times of that model. Trials: run / stopped by patience / stopped by ASHA / failed. "
          "Ours - published: percentage points, only where the source measured on the same dataset.")
 
 
@@ -84,8 +84,9 @@ def source_row(src: Source) -> dict:
         "images_per_sec": num(s.get("best_images_per_sec" if sweep else "images_per_sec")),
         "parameters": s.get("parameters"),
         "trials_run": s.get("trials_run", 1 if not sweep else None),
-        "completed": s.get("completed"), "early_stopped": s.get("early_stopped"),
-        "stopped_by_asha": s.get("stopped_early"), "diverged": s.get("diverged"), "failed": s.get("failed"),
+        "completed": s.get("completed"), "stopped_by_patience": s.get(layout.STOPPED_BY_PATIENCE),
+        "stopped_by_scheduler": s.get(layout.STOPPED_BY_SCHEDULER), "diverged": s.get("diverged"),
+        "failed": s.get("failed"),
         "interrupted": s.get("interrupted") or None,  # a partial sweep: Ctrl-C before its last trial
         "best_config": s.get("best_config") if sweep else run_config(src),
         "published": pub_text, "published_acc": pub_acc, "published_dataset": pub_dataset,
@@ -158,7 +159,7 @@ def fmt_acc(row: dict) -> str:
 def fmt_trials(row: dict) -> str:
     if row["kind"] == "run":
         return "single run"
-    parts = [row["trials_run"], row["early_stopped"], row["stopped_by_asha"], row["failed"]]
+    parts = [row["trials_run"], row["stopped_by_patience"], row["stopped_by_scheduler"], row["failed"]]
     text = " / ".join("-" if p is None else str(p) for p in parts)
     return text + (f" ({row['diverged']} diverged)" if row["diverged"] else "")
 

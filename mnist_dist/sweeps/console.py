@@ -16,11 +16,9 @@ from pathlib import Path
 from ray.tune import Callback
 
 from ..progress import Progress, is_terminal
-from .trial import ended_status
+from .. import layout
+from ..layout import LABELS, ended_status
 
-LABELS = {"completed": "completed", "early_stopped": "early-stopped (patience)",
-          "stopped_early": "stopped by ASHA", "diverged": "diverged", "failed": "failed",
-          "interrupted": "interrupted"}
 
 
 def quiet_ray() -> None:
@@ -68,16 +66,16 @@ class SweepProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        self._finish(trial, ended_status(last.get("status")) or "failed", last)
+        self._finish(trial, ended_status(last.get("status")) or layout.FAILED, last)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "failed", trial.last_result or {})
+        self._finish(trial, layout.FAILED, trial.last_result or {})
 
     def _finish(self, trial, status: str, last: dict) -> None:
         self.running.discard(trial.trial_id)
         self.counts["done"] += 1
-        self.counts["stopped"] += status == "stopped_early"
-        self.counts["failed"] += status in ("failed", "diverged")
+        self.counts["stopped"] += status == layout.STOPPED_BY_SCHEDULER
+        self.counts["failed"] += status in (layout.FAILED, layout.DIVERGED)
         if not self.live:  # in a log, one line per finished trial says what happened
             value = last.get(self.metric)
             shown = "-" if value is None else f"{value:.4f}"
@@ -110,8 +108,8 @@ def summary_table(rows: list[dict], metric: str, limit: int = 20) -> str:
 
 def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint: str) -> str:
     """The last lines of a sweep: what happened, the best model, where everything is."""
-    n = {**summary, "interrupted": summary.get("interrupted_trials", 0)}
-    counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in LABELS if n.get(s))
+    n = {**summary, layout.INTERRUPTED: summary.get("interrupted_trials", 0)}
+    counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in layout.ENDED if n.get(s))
     out = [f"sweep {summary['name']}: {summary['trials_run']} trials ({counts}) in "
            f"{summary['wall_time_s']:.0f} s", summary_table(rows, summary["metric"])]
     if "test_acc" in summary:

@@ -11,7 +11,7 @@ from ..layout import save_json, write_csv
 from ..evaluation import evaluate_checkpoint, save_evaluation
 from .options import data_label
 from .events import completed_trials, ended_trials, trial_wall_times
-from .trial import ended_status
+from ..layout import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
                    "train_seconds", "images_per_sec", "world_size", "node_ids", "best_val_acc", "status")
@@ -19,10 +19,10 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 
 def trial_status(result) -> str:
     if result.error is not None:
-        return "failed"
+        return layout.FAILED
     status = (result.metrics or {}).get("status")
     if status is None:
-        return "failed"  # never reported an epoch
+        return layout.FAILED  # never reported an epoch
     return ended_status(status)
 
 
@@ -75,7 +75,7 @@ def _mean(df, col):
 def pick_best(rows: list[dict], metric: str, mode: str) -> dict | None:
     """The trial the sweep's metric and mode rank first, by its last reported value (what
     Tune's scheduler and Optuna were told too)."""
-    ok = [r for r in rows if r["status"] not in ("failed", "diverged", "interrupted") and r["checkpoint_path"]
+    ok = [r for r in rows if r["status"] in layout.USABLE and r["checkpoint_path"]
           and r.get(metric) is not None and math.isfinite(r[metric])]
     if not ok:
         return None
@@ -138,10 +138,10 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     unfinished = {r["trial_id"] for r in rows} - ended_trials(sweep_dir / layout.EVENTS)
     for r in rows:  # cut by Ctrl-C: neither failed nor stopped by the scheduler
         if r["trial_id"] in unfinished:
-            r["status"] = "interrupted"
+            r["status"] = layout.INTERRUPTED
     write_csv(rows, sweep_dir / layout.TRIALS_CSV)
     counts = {s: sum(r["status"] == s for r in rows)
-              for s in ("completed", "early_stopped", "stopped_early", "diverged", "failed")}
+              for s in layout.ENDED if s != layout.INTERRUPTED}
     overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
     summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": data_label(spec),
                "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,

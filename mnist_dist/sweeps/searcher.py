@@ -15,10 +15,10 @@ import logging
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from .trial import ended_status
+from .. import layout
+from ..layout import ended_status
 
 log = logging.getLogger(__name__)
-FINISHED = ("completed", "early_stopped", "diverged")  # statuses our training loop ends with
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
@@ -66,10 +66,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if self._told_already(trial_id):
             self._completed_trials.add(trial_id)
             return None
-        status = "failed" if error else ended_status((result or {}).get("status", "failed"))
+        status = layout.FAILED if error else ended_status((result or {}).get("status", layout.FAILED))
         ot_trial.set_user_attr("tune_trial_id", trial_id)
         ot_trial.set_user_attr("status", status)
-        if status != "stopped_early":
+        if status != layout.STOPPED_BY_SCHEDULER:
             return super().on_trial_complete(trial_id, result, error)
         # Tune passes the result that got the trial stopped here, not to on_trial_result:
         # record it as the last intermediate value, which TPE ranks pruned trials by.

@@ -18,12 +18,6 @@ from ..training.loop import train_func_per_worker
 from .options import Scaling
 
 
-def ended_status(last_status: str | None) -> str | None:
-    """How a trial ended, from the status of its last report: one still "running" there
-    was stopped by the scheduler (ASHA) before its last epoch."""
-    return "stopped_early" if last_status == "running" else last_status
-
-
 def finished_run(path: str) -> dict | None:
     """The last report of the Ray Train run at `path` if that run went to its end (with its
     checkpoint's path, as TuneReportCallback reports it); None if it never started or

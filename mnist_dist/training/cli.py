@@ -106,7 +106,7 @@ def run(args) -> int:
                "status": final["status"], "epochs_run": final["epoch"], "train_time_s": train_time,
                "images_per_sec": sum(h["images_per_sec"] for h in state.history) / len(state.history),
                "best_val_acc": final["best_val_acc"], "best_epoch": final["best_epoch"]}
-    if final["status"] == "diverged" and not state.best_state:
+    if final["status"] == layout.DIVERGED and not state.best_state:
         summary["error"] = "loss became NaN/inf in the first epoch; lower the learning rate"
         save_json(summary, out / "run.json")
         print(f"diverged: {summary['error']}")

@@ -25,11 +25,12 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import layout
 from ..config import TrainConfig
 from ..data import Dataset, load_dataset, load_image_folder, prepare_batch, split_indices
 from ..models import create_model, get_entry
 from .checkpoint import model_payload
-from .reporting import LocalReporter, Reporter, make_reporter
+from .reporting import Reporter, make_reporter
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
 PROGRESS_EVERY_S = 0.5  # wall seconds between Trainer.on_progress calls within an epoch
@@ -52,7 +53,7 @@ class TrainState:
     best_val_loss: float = math.inf
     monitor_best: float = math.inf  # in "lower is better" units (accuracies negated)
     bad_epochs: int = 0
-    status: str = "running"  # running | completed | early_stopped | diverged
+    status: str = layout.RUNNING  # then COMPLETED, STOPPED_BY_PATIENCE or DIVERGED
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -313,7 +314,7 @@ class EpochRun:
 
     @property
     def done(self) -> bool:
-        return self.state.status != "running" or self.state.epoch >= self.cfg.epochs
+        return self.state.status != layout.RUNNING or self.state.epoch >= self.cfg.epochs
 
     def restore(self, saved: dict) -> None:
         """Continue where a checkpoint (`checkpoint()["resume"]`) left off."""
@@ -336,11 +337,11 @@ class EpochRun:
              "node_ids": trainer.node_ids}
         state.epoch = epoch
         if diverged:
-            state.status = "diverged"
+            state.status = layout.DIVERGED
         else:
             self._track_best(m)
-        if state.status == "running" and epoch == cfg.epochs:
-            state.status = "completed"
+        if state.status == layout.RUNNING and epoch == cfg.epochs:
+            state.status = layout.COMPLETED
         m.update(best_val_acc=max(state.best_val_acc, 0.0), best_epoch=state.best_epoch,
                  best_val_loss=state.best_val_loss, status=state.status, finished=self.done)
         state.history.append(m)
@@ -361,7 +362,7 @@ class EpochRun:
         else:
             state.bad_epochs += 1
         if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
-            state.status = "early_stopped"
+            state.status = layout.STOPPED_BY_PATIENCE
 
     def checkpoint(self) -> dict:
         """What goes into an epoch's checkpoint: the resume state and the best model so far."""
@@ -401,10 +402,3 @@ def train_func_per_worker(config: dict, reporter: Reporter | None = None) -> Tra
     device = select_device()
     trainer = Trainer(cfg, device, load_data(cfg))
     return run_epochs(cfg, trainer, reporter)
-
-
-def train_local(cfg: TrainConfig) -> tuple[TrainState, dict]:
-    """A single-process run; returns the final state and the best model's payload."""
-    reporter = LocalReporter()
-    state = train_func_per_worker(cfg.to_dict(), reporter)
-    return state, reporter.last_checkpoint["model"]
