@@ -51,10 +51,11 @@ def run_command(fn, args) -> int:
     from .config import ConfigError
     from .data.idx import DataError
     from .models.registry import UnknownModelError
+    from .models.checkpoint import CheckpointError
 
     try:
         return int(fn(args) or 0)
-    except (ConfigError, DataError, UnknownModelError) as e:
+    except (ConfigError, DataError, UnknownModelError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

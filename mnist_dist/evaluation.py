@@ -77,7 +77,7 @@ def evaluate_checkpoint(model_path: str | Path, data, device: torch.device | str
     added. On a GPU when there is one (alexnet's 227x227 test set wants it)."""
     from .data import DataError
     from .models import count_parameters
-    from .training.checkpoint import input_spec, load_model
+    from .models.checkpoint import input_spec, load_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, payload = load_model(model_path, device)

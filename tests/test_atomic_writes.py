@@ -11,7 +11,7 @@ import torch
 
 from mnist_dist import layout
 from mnist_dist.models import create_model
-from mnist_dist.training.checkpoint import CheckpointError, atomic_save, load_payload, model_payload
+from mnist_dist.models.checkpoint import CheckpointError, atomic_save, load_payload, model_payload
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from mnist_dist.cli import main
 from mnist_dist.data import InputSpec, load_dataset, prepare_batch
 from mnist_dist.inference.export import Deployable, export_torchscript
 from mnist_dist.inference.preprocess import ImageError, preprocess, read_image, recipe_for
-from mnist_dist.training.checkpoint import input_spec, load_model
+from mnist_dist.models.checkpoint import input_spec, load_model
 from mnist_dist.evaluation import evaluate
 
 

@@ -111,8 +111,8 @@ def test_sweep_over_an_image_folder_ranked_by_validation_loss(ray_session, mnist
     mode: min`: the trials train on the folder, the best trial is the one with the lowest
     validation loss, and its test accuracy is computed on the folder's own test images."""
     from mnist_dist.sweeps.runner import run_sweep
-    from mnist_dist.training import load_model
-    from mnist_dist.training.checkpoint import input_spec
+    from mnist_dist.models.checkpoint import load_model
+    from mnist_dist.models.checkpoint import input_spec
     from mnist_dist.evaluation import evaluate
     from mnist_dist.data import load_image_folder
 

@@ -15,8 +15,8 @@ import yaml
 
 from mnist_dist.sweeps.runner import run_sweep
 from mnist_dist.sweeps.spec import baseline_point, load_spec
-from mnist_dist.training import load_model
-from mnist_dist.training.checkpoint import input_spec
+from mnist_dist.models.checkpoint import load_model
+from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
 
 from .conftest import REPO, smoke_options

@@ -10,8 +10,9 @@ import torch
 
 from mnist_dist.cli import main
 from mnist_dist.config import ConfigError, TrainConfig, resolve
-from mnist_dist.training import load_model, train_func_per_worker
-from mnist_dist.training.checkpoint import input_spec
+from mnist_dist.models.checkpoint import load_model
+from mnist_dist.training import train_func_per_worker
+from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
 from mnist_dist.training.loop import train_val_indices
 from mnist_dist.training.reporting import LocalReporter
@@ -68,7 +69,7 @@ def test_reduce_lr_on_plateau_halves_the_rate():
 
 
 def test_checkpoint_holds_the_best_epoch_and_reloads_with_weights_only(mnist, tmp_path):
-    from mnist_dist.training.checkpoint import atomic_save
+    from mnist_dist.models.checkpoint import atomic_save
 
     cfg, state, reporter = run(optimizer="sgd", lr=0.05, train_limit=3000, epochs=3)
     payload = reporter.last_checkpoint["model"]

@@ -17,14 +17,15 @@ from .idx import DataError
 from .images import IMAGE_SUFFIXES, ImageError, read_image
 
 
-def _label_of(path: Path, split_dir: Path) -> str:
-    if path.parent != split_dir:  # grouped in {label}/ subfolders
+def label_of(path: Path, folder: Path) -> str:
+    """The label of an image in a labelled folder: its {label}/ subfolder, or the part of
+    its name before the first underscore ({label}_{index}.png)."""
+    if path.parent != folder:  # grouped in {label}/ subfolders
         return path.parent.name
-    stem = path.stem
-    if "_" not in stem:
+    if "_" not in path.stem:
         raise DataError(f"{path}: cannot tell the label; name files '{{label}}_{{index}}"
                         f"{path.suffix}' or put them in a '{{label}}/' subfolder")
-    return stem.split("_", 1)[0]
+    return path.stem.split("_", 1)[0]
 
 
 def read_gray(path: Path, size: int = 28) -> np.ndarray:
@@ -44,7 +45,7 @@ def _scan(split_dir: Path) -> list[tuple[Path, str]]:
     files = sorted(p for p in split_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{split_dir}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [(p, _label_of(p, split_dir)) for p in files]
+    return [(p, label_of(p, split_dir)) for p in files]
 
 
 def class_names(labels: set[str]) -> tuple[str, ...]:

@@ -1,9 +1,6 @@
-"""Flags and error handling shared by `predict`, `evaluate` and `export`."""
+"""Flags shared by `predict`, `evaluate` and `export`."""
 from __future__ import annotations
 
-import sys
-
-from ..training.checkpoint import CheckpointError
 from .preprocess import RECIPES
 
 
@@ -20,9 +17,3 @@ def add_preprocess_flags(p) -> None:
                         "Fashion-MNIST/KMNIST (resize the whole image), 'plain' for image-folder "
                         "models (as their training images were read)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda)")
-
-
-def model_error(e: CheckpointError) -> int:
-    """A missing or unreadable model file: one clear line, exit status 2 (as run_command)."""
-    print(f"error: {e}", file=sys.stderr)
-    return 2

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from ..data import DataError, load_dataset
-from ..training.checkpoint import CheckpointError
 from ..evaluation import evaluate, evaluate_checkpoint, format_evaluation
-from .common import add_model_flag, add_preprocess_flags, model_error
+from .common import add_model_flag, add_preprocess_flags
 from .files import labelled_images
 from .predictor import Predictor
 from .preprocess import ImageError
@@ -40,10 +39,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        pred = Predictor(args.model, args.preprocess, args.device)
-    except CheckpointError as e:
-        return model_error(e)
+    pred = Predictor(args.model, args.preprocess, args.device)
     if args.images:  # photos and scans: through predict's preprocessing
         source, x, y, failed = _image_folder(pred, args)
         ev = evaluate(pred.model, x, y, pred.spec, pred.mean, pred.std, pred.classes, args.device)

@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.transforms import InputSpec, prepare_batch
-from ..training.checkpoint import CheckpointError, input_spec, load_model
-from .common import add_model_flag, model_error
+from ..models.checkpoint import input_spec, load_model
+from .common import add_model_flag
 from .preprocess import dark_background, recipe_for
 
 FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
@@ -64,10 +64,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        model, payload = load_model(args.model)
-    except CheckpointError as e:
-        return model_error(e)
+    model, payload = load_model(args.model)  # a bad file: CheckpointError, one line from the CLI
     out = Path(args.output) if args.output else Path(args.model).with_suffix(FORMATS[args.format])
     module = Deployable(model, input_spec(payload), payload["normalization"]["mean"],
                         payload["normalization"]["std"]).eval()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.folder import IMAGE_SUFFIXES
+from ..data.folder import IMAGE_SUFFIXES, label_of
 from ..data.idx import DataError
 
 
@@ -46,12 +46,3 @@ def labelled_images(root: str | Path) -> tuple[Path, list[tuple[Path, str]]]:
     if not files:
         raise DataError(f"{folder}: no image files ({_suffixes()})")
     return folder, [(p, label_of(p, folder)) for p in files]
-
-
-def label_of(path: Path, folder: Path) -> str:
-    if path.parent != folder:  # grouped in {label}/ subfolders
-        return path.parent.name
-    if "_" not in path.stem:
-        raise DataError(f"{path}: cannot tell the label; name files '{{label}}_{{index}}{path.suffix}' "
-                        "or put them in a '{label}/' subfolder")
-    return path.stem.split("_", 1)[0]

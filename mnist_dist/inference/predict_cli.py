@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..training.checkpoint import CheckpointError
-from .common import add_model_flag, add_preprocess_flags, model_error
+from .common import add_model_flag, add_preprocess_flags
 from .files import expand
 from .predictor import Failure, Prediction, Predictor, save_preprocessed
 
@@ -32,10 +31,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        predictor = Predictor(args.model, args.preprocess, args.device)
-    except CheckpointError as e:
-        return model_error(e)
+    predictor = Predictor(args.model, args.preprocess, args.device)
     files, missing = expand(args.paths)
     results = predictor.predict_files(files, max(1, args.batch_size))
     failures = [Failure(str(p), msg) for p, msg in missing] + [r for r in results if isinstance(r, Failure)]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..training.checkpoint import input_spec, load_model
+from ..models.checkpoint import input_spec, load_model
 from ..evaluation import predict_proba
 from .preprocess import RECIPES, ImageError, dark_background, preprocess, read_image, recipe_for
 

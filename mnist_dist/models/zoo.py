@@ -2,8 +2,8 @@
 
 Where a source left a hyperparameter unstated it used Keras' defaults (Adam lr
 1e-3, batch 32), so those are the baseline here too. Layer sizes follow the
-source descriptions in SPEC.md; `dropout` is the tunable rate where the source
-has dropout.
+source descriptions (each registry entry's `description`); `dropout` is the tunable
+rate where the source has dropout.
 """
 from __future__ import annotations
 

@@ -55,13 +55,3 @@ def summarize(arch: str, num_classes: int = 10) -> ArchSummary:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return ArchSummary(arch, tuple(entry.input.shape), layers, total, trainable)
-
-
-def as_text(s: ArchSummary) -> str:
-    lines = [f"{s.arch}: input {'x'.join(map(str, s.input_shape))}",
-             f"{'layer':<10}{'type':<20}{'output shape':<20}{'params':>12}"]
-    for layer in s.layers:
-        lines.append(f"{layer.name:<10}{layer.type:<20}{str(list(layer.output_shape)):<20}"
-                     f"{layer.parameters:>12,}")
-    lines.append(f"total parameters {s.total_parameters:,} (trainable {s.trainable_parameters:,})")
-    return "\n".join(lines)

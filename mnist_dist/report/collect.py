@@ -115,7 +115,7 @@ def read_predictions(path: Path, warnings: list[str]) -> dict | None:
 
 def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src = Source("sweep", folder.name, folder, summary)
-    src.config = read_json(folder / "config.json", "search-space checks", warnings, required=True)
+    src.config = read_json(folder / layout.CONFIG_JSON, "search-space checks", warnings, required=True)
     src.trials = read_csv(folder / layout.TRIALS_CSV, "per-trial plots", warnings)
     if src.trials is not None and "status" in src.trials.columns:  # old folders: today's names
         src.trials["status"] = src.trials["status"].map(layout.status)
@@ -123,29 +123,29 @@ def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
         warnings.append(f"{folder}: {summary['error']}")
     best = summary.get("best_trial")
     if best:
-        src.history = read_csv(folder / "histories" / f"{best}.csv", "learning curves", warnings)
-        src.evaluation = read_json(folder / "best" / "evaluation.json", "test evaluation", warnings,
+        src.history = read_csv(folder / layout.HISTORIES / f"{best}.csv", "learning curves", warnings)
+        src.evaluation = read_json(folder / layout.BEST / layout.EVALUATION, "test evaluation", warnings,
                                    required=True)
-        src.predictions = read_predictions(folder / "best" / "predictions.npz", warnings)
-    if (folder / "optuna.db").is_file():
-        src.study_path = folder / "optuna.db"
+        src.predictions = read_predictions(folder / layout.BEST / layout.PREDICTIONS, warnings)
+    if (folder / layout.OPTUNA_DB).is_file():
+        src.study_path = folder / layout.OPTUNA_DB
     return src
 
 
 def load_run(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src = Source("run", folder.name, folder, summary)
-    src.config = read_json(folder / "config.json", "training config", warnings)
+    src.config = read_json(folder / layout.CONFIG_JSON, "training config", warnings)
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")
         return src
-    src.history = read_csv(folder / "history.csv", "learning curves", warnings)
-    src.evaluation = read_json(folder / "evaluation.json", "test evaluation", warnings, required=True)
-    src.predictions = read_predictions(folder / "predictions.npz", warnings)
+    src.history = read_csv(folder / layout.HISTORY_CSV, "learning curves", warnings)
+    src.evaluation = read_json(folder / layout.EVALUATION, "test evaluation", warnings, required=True)
+    src.predictions = read_predictions(folder / layout.PREDICTIONS, warnings)
     return src
 
 
 def load_folder(folder: Path, warnings: list[str]) -> Source | None:
-    for filename, kind, loader in (("summary.json", "sweep", load_sweep), ("run.json", "run", load_run)):
+    for filename, kind, loader in ((layout.SUMMARY_JSON, "sweep", load_sweep), (layout.RUN_JSON, "run", load_run)):
         if not (folder / filename).exists():
             continue
         summary = read_json(folder / filename, f"the whole {kind}", warnings)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..sweeps.spec import KINDS
 from .plots import STATUS_COLORS, STATUS_LABELS, WARN_COLOR, Skip, plt, save
 
 EDGE = 0.10  # outer share of a range that counts as "at the edge"
@@ -20,7 +21,9 @@ RANGE_KINDS = ("loguniform", "uniform", "int")
 
 
 def kind_of(dist: dict) -> str | None:
-    return next((k for k in ("loguniform", "uniform", "int", "choice") if k in dist), None)
+    """A search-space entry's kind (spec.KINDS), None for something else: a config.json
+    written by another version may hold anything."""
+    return next((k for k in KINDS if k in dist), None)
 
 
 def is_number(v) -> bool:

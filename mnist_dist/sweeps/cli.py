@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .. import layout
 from ..models import list_models
 from .spec import load_spec
 
@@ -126,7 +127,7 @@ def run(args) -> int:
     for spec, opts in plans:
         summary = run_sweep(spec, opts)
         sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
-        print(final_message(summary, read_rows(sweep_dir / "trials.csv"), sweep_dir,
+        print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
                             resume_command(args, summary["name"])), flush=True)
         if summary.get("interrupted"):
             return 130  # what a shell reports for Ctrl-C

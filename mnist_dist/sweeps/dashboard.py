@@ -14,9 +14,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .. import layout
 from ..config import ConfigError
 
-DB = "optuna.db"
+DB = layout.OPTUNA_DB
 INSTALL = "pip install 'mnist-dist[dashboard]' (in a checkout: pip install -e '.[dashboard]')"
 
 

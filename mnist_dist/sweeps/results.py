@@ -111,17 +111,15 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     import torch
     from ray import tune
 
-    from ..training.reporting import RESUME_FILE
-
     known = {(r.metrics or {}).get("trial_id") for r in grid}
     found = []
-    for trial_id in sorted(completed_trials(sweep_dir / "events.jsonl") - known):
-        saved = sorted((sweep_dir / "tune").glob(f"*_{trial_id}_*/checkpoint_*/{RESUME_FILE}"))
+    for trial_id in sorted(completed_trials(sweep_dir / layout.EVENTS) - known):
+        saved = sorted((sweep_dir / layout.TUNE).glob(f"*_{trial_id}_*/checkpoint_*/{layout.RESUME}"))
         if not saved:
             continue
         resume = torch.load(saved[-1], map_location="cpu", weights_only=True)
         history = resume["state"]["history"]
-        config = torch.load(saved[-1].with_name("model.pt"), map_location="cpu", weights_only=True)["config"]
+        config = torch.load(saved[-1].with_name(layout.MODEL), map_location="cpu", weights_only=True)["config"]
         metrics = {**history[-1], "trial_id": trial_id, "config": {k: config[k] for k in searched}}
         found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(saved[-1].parent)),
                                  error=None, path=str(saved[-1].parent.parent),

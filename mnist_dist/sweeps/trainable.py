@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from ray import tune
 
+from .. import layout
 from ..config import TrainConfig
-from ..training.checkpoint import atomic_save
+from ..models.checkpoint import atomic_save
 from ..training.loop import EpochRun, Trainer, load_data
-from ..training.reporting import MODEL_FILE, RESUME_FILE
 from .events import completed_trials
 
 # One actor serves many trials, usually of one dataset: keep what was loaded.
@@ -72,7 +72,7 @@ class EpochTrainable(tune.Trainable):
         the snapshot restored, and stays ended."""
         if not (self.events and self.trial_id in completed_trials(Path(self.events))):
             return False
-        saved = sorted(Path(self._storage.trial_fs_path).glob("checkpoint_*/" + RESUME_FILE))
+        saved = sorted(Path(self._storage.trial_fs_path).glob("checkpoint_*/" + layout.RESUME))
         if saved:
             self.load_checkpoint(str(saved[-1].parent))
         return bool(self.run.state.history)
@@ -84,9 +84,9 @@ class EpochTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         ckpt = self.run.checkpoint()
-        atomic_save(ckpt["resume"], Path(checkpoint_dir) / RESUME_FILE)
-        atomic_save(ckpt["model"], Path(checkpoint_dir) / MODEL_FILE)
+        atomic_save(ckpt["resume"], Path(checkpoint_dir) / layout.RESUME)
+        atomic_save(ckpt["model"], Path(checkpoint_dir) / layout.MODEL)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        saved = torch.load(Path(checkpoint_dir) / RESUME_FILE, map_location="cpu", weights_only=True)
+        saved = torch.load(Path(checkpoint_dir) / layout.RESUME, map_location="cpu", weights_only=True)
         self.run.restore(saved)

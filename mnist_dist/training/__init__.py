@@ -4,8 +4,7 @@ Names are imported on first use: every Ray Train worker and trial process import
 package and should pay only for what it uses."""
 import importlib
 
-_EXPORTS = {"load_model": "checkpoint", "load_payload": "checkpoint", "model_payload": "checkpoint",
-            "train_func_per_worker": "loop"}
+_EXPORTS = {"train_func_per_worker": "loop"}
 __all__ = list(_EXPORTS)
 
 

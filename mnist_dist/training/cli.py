@@ -14,7 +14,7 @@ from .. import layout
 from ..config import add_config_flags, flags_to_overrides, load_yaml, resolve
 from ..layout import HISTORY_CSV, save_json, write_csv
 from ..progress import Progress, format_seconds
-from .checkpoint import atomic_save
+from ..models.checkpoint import atomic_save
 from ..evaluation import evaluate_checkpoint, format_evaluation, save_evaluation
 from .loop import Trainer, load_data, run_epochs, select_device
 from .reporting import LocalReporter
@@ -86,7 +86,7 @@ def run(args) -> int:
     name = args.name or f"train-{cfg.arch}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(args.results_dir) / name
     out.mkdir(parents=True, exist_ok=True)
-    save_json(cfg.to_dict(), out / "config.json")
+    save_json(cfg.to_dict(), out / layout.CONFIG_JSON)
     say = (lambda *a: None) if args.quiet else print
     say(f"training {cfg.arch} on {data_name} -> {out}")
     say(f"  {cfg.to_dict()}")
@@ -108,14 +108,14 @@ def run(args) -> int:
                "best_val_acc": final["best_val_acc"], "best_epoch": final["best_epoch"]}
     if final["status"] == layout.DIVERGED and not state.best_state:
         summary["error"] = "loss became NaN/inf in the first epoch; lower the learning rate"
-        save_json(summary, out / "run.json")
+        save_json(summary, out / layout.RUN_JSON)
         print(f"diverged: {summary['error']}")
         return 1
-    atomic_save(reporter.last_checkpoint["model"], out / "model.pt")
+    atomic_save(reporter.last_checkpoint["model"], out / layout.MODEL)
     ev = evaluate_checkpoint(out / layout.MODEL, data, device)
     save_evaluation(ev, out)
     summary.update(test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"])
-    save_json(summary, out / "run.json")
+    save_json(summary, out / layout.RUN_JSON)
     say(format_evaluation(ev))
     print(f"status {final['status']} after {final['epoch']} epochs, {train_time:.1f}s; "
           f"best epoch {final['best_epoch']} (val_acc {final['best_val_acc']:.4f}); "

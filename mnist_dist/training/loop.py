@@ -29,7 +29,7 @@ from .. import layout
 from ..config import TrainConfig
 from ..data import Dataset, load_dataset, load_image_folder, prepare_batch, split_indices
 from ..models import create_model, get_entry
-from .checkpoint import model_payload
+from ..models.checkpoint import model_payload
 from .reporting import Reporter, make_reporter
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check

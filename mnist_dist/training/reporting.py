@@ -12,10 +12,9 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import atomic_save
+from .. import layout
+from ..models.checkpoint import atomic_save
 
-RESUME_FILE = "resume.pt"
-MODEL_FILE = "model.pt"
 
 
 class Reporter:
@@ -62,7 +61,7 @@ class RayReporter(Reporter):
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            return torch.load(Path(d) / RESUME_FILE, map_location="cpu", weights_only=True)
+            return torch.load(Path(d) / layout.RESUME, map_location="cpu", weights_only=True)
 
     def report(self, metrics, make_checkpoint):
         if self.rank != 0:  # every rank must call report; only one uploads files
@@ -70,8 +69,8 @@ class RayReporter(Reporter):
             return
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = make_checkpoint()
-            atomic_save(ckpt["resume"], Path(tmp) / RESUME_FILE)
-            atomic_save(ckpt["model"], Path(tmp) / MODEL_FILE)
+            atomic_save(ckpt["resume"], Path(tmp) / layout.RESUME)
+            atomic_save(ckpt["model"], Path(tmp) / layout.MODEL)
             self.train.report(metrics, checkpoint=self.train.Checkpoint.from_directory(tmp))
 
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..data.transforms import InputSpec
 from ..layout import atomic_write
-from ..models import create_model, get_entry
+from .registry import create_model, get_entry
 
 FORMAT = "mnist-dist-model/1"
 
