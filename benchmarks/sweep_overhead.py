@@ -16,10 +16,10 @@ import time
 
 import yaml
 
-from mnist_dist.sweeps.options import Scaling, SweepOptions
-from mnist_dist.sweeps.ray_setup import init_ray
-from mnist_dist.sweeps.runner import run_sweep
-from mnist_dist.sweeps.spec import load_spec
+from mnist_dist.tuning.options import Scaling, SweepOptions
+from mnist_dist.tuning.ray_setup import init_ray
+from mnist_dist.tuning.runner import run_sweep
+from mnist_dist.tuning.spec import load_spec
 
 
 def main() -> None:

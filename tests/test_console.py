@@ -17,7 +17,7 @@ import cv2
 import pytest
 import yaml
 
-from mnist_dist.sweeps.console import SweepProgress
+from mnist_dist.tuning.console import SweepProgress
 
 from .conftest import DATA_DIR, REPO
 

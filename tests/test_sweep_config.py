@@ -16,8 +16,8 @@ import yaml
 
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
-from mnist_dist.sweeps.results import pick_best
-from mnist_dist.sweeps.spec import CONFIGS_DIR, load_spec
+from mnist_dist.tuning.results import pick_best
+from mnist_dist.tuning.spec import CONFIGS_DIR, load_spec
 
 from .conftest import REPO, smoke_options
 
@@ -52,7 +52,7 @@ def test_a_built_wheel_carries_the_sweep_configs(tmp_path):
     wheel, = tmp_path.glob("mnist_dist-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for arch in list_models():
-        assert f"mnist_dist/sweeps/configs/{arch}.yaml" in names, arch
+        assert f"mnist_dist/tuning/configs/{arch}.yaml" in names, arch
 
 
 def test_missing_or_unreadable_config_is_an_error_naming_it(tmp_path):
@@ -110,7 +110,7 @@ def test_sweep_over_an_image_folder_ranked_by_validation_loss(ray_session, mnist
     """`--images DIR` (here through the options the flag sets) and `metric: best_val_loss,
     mode: min`: the trials train on the folder, the best trial is the one with the lowest
     validation loss, and its test accuracy is computed on the folder's own test images."""
-    from mnist_dist.sweeps.runner import run_sweep
+    from mnist_dist.tuning.runner import run_sweep
     from mnist_dist.models.checkpoint import load_model
     from mnist_dist.models.checkpoint import input_spec
     from mnist_dist.evaluation import evaluate
@@ -158,10 +158,10 @@ def test_two_sweeps_of_one_name_exactly_one_runs(tmp_path):
 
 def test_a_dead_holder_does_not_keep_the_folder(tmp_path):
     """The lock belongs to a process: once it is gone (crashed, killed), the folder is free."""
-    code = ("import sys; from pathlib import Path; from mnist_dist.sweeps.runner import SweepLock; "
+    code = ("import sys; from pathlib import Path; from mnist_dist.tuning.runner import SweepLock; "
             "SweepLock(Path(sys.argv[1])); import os; os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], check=True, timeout=120)
-    from mnist_dist.sweeps.runner import SweepLock
+    from mnist_dist.tuning.runner import SweepLock
 
     lock = SweepLock(tmp_path / "s")  # taken over at once
     with pytest.raises(ConfigError, match="in use by a running sweep"):

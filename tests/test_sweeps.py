@@ -13,8 +13,8 @@ import optuna
 import pytest
 import yaml
 
-from mnist_dist.sweeps.runner import run_sweep
-from mnist_dist.sweeps.spec import baseline_point, load_spec
+from mnist_dist.tuning.runner import run_sweep
+from mnist_dist.tuning.spec import baseline_point, load_spec
 from mnist_dist.models.checkpoint import load_model
 from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
@@ -238,7 +238,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
     `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""
-    from mnist_dist.sweeps.ray_setup import runtime_env
+    from mnist_dist.tuning.ray_setup import runtime_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MNIST_DIST_DATA_DIR", "../data")
