@@ -128,3 +128,13 @@ def smoke_sweep(ray_session, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("results")
     run_sweep(load_spec("lenet5"), smoke_options(results, "lenet5-smoke", final_seeds=2))
     return results / "lenet5-smoke"
+
+
+# Tests that use these start Ray or train a model: slow, whatever their own marks say.
+SLOW_FIXTURES = {"ray_session", "smoke_sweep", "trained_model", "two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -122,9 +122,9 @@ class FakeResponse:
         self._f.close()
 
 
-def test_download_path_with_network_mocked(data_dir, tmp_path, monkeypatch):
-    """torchvision's real downloader fetches, md5-checks and unpacks the published files;
-    the network is replaced by the same files from disk."""
+def offline_network(monkeypatch, data_dir: Path, tmp_path: Path) -> list[str]:
+    """No data folder, an empty cache, and the network replaced by the published files from
+    disk; returns the list the requested URLs go into."""
     monkeypatch.delenv("MNIST_DIST_DATA_DIR", raising=False)
     monkeypatch.setenv("MNIST_DIST_CACHE_DIR", str(tmp_path / "cache"))
     requested = []
@@ -132,9 +132,17 @@ def test_download_path_with_network_mocked(data_dir, tmp_path, monkeypatch):
     def urlopen(request, *a, **kw):
         url = request.full_url if hasattr(request, "full_url") else request
         requested.append(url)
-        return FakeResponse(url, data_dir / "fashion-mnist" / url.rsplit("/", 1)[1])
+        name = "fashion-mnist" if "fashion" in url else "mnist"  # same file names in both
+        return FakeResponse(url, data_dir / name / url.rsplit("/", 1)[1])
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return requested
+
+
+def test_download_path_with_network_mocked(data_dir, tmp_path, monkeypatch):
+    """torchvision's real downloader fetches, md5-checks and unpacks the published files;
+    the network is replaced by the same files from disk."""
+    requested = offline_network(monkeypatch, data_dir, tmp_path)
     _load_cached.cache_clear()
     ds = load_dataset("fashion-mnist")
     files = {u.rsplit("/", 1)[1] for u in requested}
@@ -184,17 +192,7 @@ def test_test_data_fallback_order(tmp_path):
 def test_test_data_download_fills_the_cache_once(data_dir, tmp_path, monkeypatch):
     """conftest's download on a fresh machine: the users' downloader into the project's
     cache, laid out as a data folder; a second session downloads nothing."""
-    monkeypatch.delenv("MNIST_DIST_DATA_DIR", raising=False)
-    monkeypatch.setenv("MNIST_DIST_CACHE_DIR", str(tmp_path / "cache"))
-    requested = []
-
-    def urlopen(request, *a, **kw):
-        url = request.full_url if hasattr(request, "full_url") else request
-        requested.append(url)
-        name = "fashion-mnist" if "fashion" in url else "mnist"  # same file names in both
-        return FakeResponse(url, data_dir / name / url.rsplit("/", 1)[1])
-
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    requested = offline_network(monkeypatch, data_dir, tmp_path)
     root = download_to_cache()
     assert root == tmp_path / "cache" / "test-data"
     assert len(set(requested)) == 8  # 4 files x 2 datasets
@@ -245,10 +243,12 @@ def test_image_folder_dataset(mnist, tmp_path, grouped):
     write_folder(tmp_path, mnist, grouped)
     ds = load_image_folder(tmp_path)
     assert ds.train_x.shape == (30, 28, 28) and ds.test_x.shape == (20, 28, 28)
-    order = np.argsort([f"{lbl}_{i}.png" if not grouped else f"{lbl}/{i}.png"
-                        for i, lbl in enumerate(mnist.test_y[:20].tolist())])
-    assert sorted(ds.test_y.tolist()) == sorted(mnist.test_y[:20].tolist())
-    assert torch.equal(ds.test_x[0], mnist.test_x[:20][order[0]])  # pixels survive the PNG round trip
+    # files are read in name order: every image with its own label, pixels intact (PNG is lossless)
+    for split, x, y, n in (("train", mnist.train_x, mnist.train_y, 30), ("test", mnist.test_x, mnist.test_y, 20)):
+        names = [f"{lbl}/{i}.png" if grouped else f"{lbl}_{i}.png" for i, lbl in enumerate(y[:n].tolist())]
+        order = torch.tensor(np.argsort(names, kind="stable"))
+        loaded_x, loaded_y = (ds.train_x, ds.train_y) if split == "train" else (ds.test_x, ds.test_y)
+        assert torch.equal(loaded_y, y[:n][order]) and torch.equal(loaded_x, x[:n][order])
 
 
 def test_image_folder_errors(tmp_path):

@@ -318,9 +318,13 @@ def run_exported(tmp_path, exported: Path, images: np.ndarray) -> tuple[np.ndarr
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exported_model_runs_without_the_project(fmt, tmp_path, capsys, trained_model, mnist):
     if fmt == "onnx":  # optional extra: pip install onnx onnxscript onnxruntime
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxscript")
-        pytest.importorskip("onnxruntime")
+        for package in ("onnx", "onnxscript", "onnxruntime"):
+            try:
+                __import__(package)
+            except Exception as e:  # missing or broken
+                if os.environ.get("CI"):  # .ci/run installs them (dev extra): a failure there, not a skip
+                    raise AssertionError(f"{package} does not import under CI: {e}") from e
+                pytest.skip(f"{package} not importable: {e}")
     out = tmp_path / f"model.{fmt}"
     rc, stdout, err = run_cli(capsys, "export", "--model", trained_model, "--format", fmt, "--output", out)
     assert rc == 0 and out.is_file(), err

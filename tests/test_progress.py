@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+import pytest
+
 from mnist_dist.cli import main
 from mnist_dist.config import resolve
 from mnist_dist.progress import Progress
@@ -52,6 +54,7 @@ def test_live_progress_is_a_bar_that_reaches_100_percent():
     assert p.live and "100%|" in frames[-1] and "54,000/54,000 img" in frames[-1]
 
 
+@pytest.mark.slow  # trains
 def test_trainer_reports_images_done_up_to_the_epoch_total(mnist):
     cfg = resolve("mlp", {"train_limit": 1000, "batch_size": 64})
     trainer = Trainer(cfg, torch.device("cpu"), mnist)
@@ -69,6 +72,7 @@ def train(tmp_path, *flags: str) -> int:
                  *flags])
 
 
+@pytest.mark.slow  # trains
 def test_train_command_prints_plain_progress_lines_off_a_terminal(tmp_path, capsys):
     assert train(tmp_path, "--progress-every", "0") == 0
     out = capsys.readouterr().out
@@ -81,6 +85,7 @@ def test_train_command_prints_plain_progress_lines_off_a_terminal(tmp_path, caps
     assert lines[progress[-1] + 1].startswith("  epoch   1  loss ")  # then the epoch's line
 
 
+@pytest.mark.slow  # trains
 def test_train_command_shows_a_live_bar_on_a_terminal(tmp_path, monkeypatch):
     out = FakeTerminal()
     monkeypatch.setattr(sys, "stdout", out)
@@ -91,6 +96,7 @@ def test_train_command_shows_a_live_bar_on_a_terminal(tmp_path, monkeypatch):
     assert any(f.startswith("  epoch   1  loss ") for f in frames)  # in the cleared bar's place
 
 
+@pytest.mark.slow  # trains
 def test_train_command_quiet_prints_only_the_final_summary(tmp_path, capsys):
     assert train(tmp_path, "--quiet") == 0
     lines = capsys.readouterr().out.splitlines()

@@ -296,3 +296,40 @@ def test_report_reads_sweeps_written_with_old_status_names(smoke_sweep, tmp_path
         row = next(r for r in csv.DictReader(f) if r["source"] == "old-sweep")
     assert row["stopped_by_scheduler"] == "1" and row["completed"] == "1"
     assert "stopped by ASHA" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_report_builds_from_a_run_folder_without_training(mnist, tmp_path):
+    """The fast loop's report test: a run folder written through the project's own writers
+    with an untrained model (no training, no Ray) becomes the page, tables and CSVs."""
+    from mnist_dist import layout
+    from mnist_dist.config import resolve
+    from mnist_dist.evaluation import evaluate_checkpoint, save_evaluation
+    from mnist_dist.models import create_model
+    from mnist_dist.models.checkpoint import atomic_save, model_payload
+    from mnist_dist.report.build import build_report
+
+    run = tmp_path / "train-mlp-mnist"
+    run.mkdir()
+    cfg = resolve("mlp", {"epochs": 1}).to_dict()
+    history = [{"epoch": 1, "train_loss": 2.3, "train_acc": 0.1, "val_loss": 2.3, "val_acc": 0.1, "lr": 0.01,
+                "epoch_seconds": 1.0, "train_seconds": 0.9, "images_per_sec": 1000.0, "best_val_acc": 0.1,
+                "status": layout.COMPLETED}]
+    atomic_save(model_payload(create_model("mlp"), cfg, mnist.classes, mnist.mean, mnist.std, "mnist",
+                              history[0]), run / layout.MODEL)
+    small = type(mnist)(**{**vars(mnist), "test_x": mnist.test_x[:300], "test_y": mnist.test_y[:300]})
+    ev = evaluate_checkpoint(run / layout.MODEL, small)
+    save_evaluation(ev, run)
+    layout.save_json(cfg, run / layout.CONFIG_JSON)
+    layout.write_csv(history, run / layout.HISTORY_CSV)
+    layout.save_json({"kind": "run", "name": run.name, "arch": "mlp", "dataset": "mnist", "status": "completed",
+                      "epochs_run": 1, "train_time_s": 1.0, "images_per_sec": 1000.0, "best_val_acc": 0.1,
+                      "best_epoch": 1, "test_acc": ev["accuracy"], "test_loss": ev["loss"],
+                      "parameters": ev["parameters"]}, run / layout.RUN_JSON)
+    build_report(tmp_path, log=lambda *a: None)
+    report = tmp_path / "report"
+    assert (report / "index.html").read_text().count("train-mlp-mnist") >= 1
+    with open(report / "all_runs.csv") as f:
+        row, = list(csv.DictReader(f))
+    assert row["arch"] == "mlp" and float(row["test_acc"]) == pytest.approx(ev["accuracy"])
+    md = (report / "comparison.md").read_text()
+    assert any(line.startswith("|") and "mlp" in line and "train-mlp-mnist" in line for line in md.splitlines())

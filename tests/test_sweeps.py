@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -63,9 +65,29 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
                   mnist.std, mnist.classes)
     assert ev["accuracy"] == summary["test_acc"]
     assert summary["best_val_acc"] == max(float(r["best_val_acc"]) for r in rows)
+    # --final-seeds 2: the best config retrained with two other seeds, each model saved and
+    # evaluated; the figures are those models' test accuracies, their mean and spread.
     final = summary["final_seeds"]
-    assert len(final["test_acc"]) == 2 and final["test_acc_std"] >= 0
-    assert min(final["test_acc"]) <= final["test_acc_mean"] <= max(final["test_acc"])
+    assert final["seeds"] == [1000, 2000] and len(final["test_acc"]) == 2
+    for seed, acc in zip(final["seeds"], final["test_acc"]):
+        model, payload = load_model(smoke_sweep / "final" / f"seed-{seed}" / "model.pt")
+        assert payload["config"]["seed"] == seed
+        assert {k: payload["config"][k] for k in summary["best_config"]} == summary["best_config"]
+        ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
+                      mnist.std, mnist.classes)
+        assert ev["accuracy"] == acc
+    assert final["test_acc_mean"] == pytest.approx(statistics.mean(final["test_acc"]))
+    assert final["test_acc_std"] == pytest.approx(statistics.stdev(final["test_acc"]))
+    # config.yaml is config.json; events.jsonl has each trial's start and end; the best
+    # model's predictions are the evaluation's.
+    assert yaml.safe_load((smoke_sweep / "config.yaml").read_text()) == json.loads(
+        (smoke_sweep / "config.json").read_text())
+    ev_rows = events(smoke_sweep)
+    for r in rows:
+        assert [e["event"] for e in ev_rows if e["trial_id"] == r["trial_id"]] == ["start", "complete"]
+    arrays = np.load(smoke_sweep / "best" / "predictions.npz")
+    assert arrays["probabilities"].shape == (500, 10)
+    assert (arrays["predictions"] == arrays["labels"]).mean() == pytest.approx(summary["test_acc"])
 
 
 def write_spec(path: Path, **spec) -> Path:
@@ -134,6 +156,7 @@ def events(sweep_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
     """Ctrl-C after trial 1: the cut trial is "interrupted" (not failed, not stopped by ASHA),
     the console says how to resume; --resume must not re-run trial 1, and ASHA must still
@@ -172,6 +195,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     assert len(study(sweep).trials) == 3
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in_step(tmp_path):
     """SIGKILL the driver (no handler, no cleanup) just after ASHA stopped a trial, while the
     next one trains. Tune's snapshot may be seconds older than the kill; `--resume` must not

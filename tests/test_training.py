@@ -25,12 +25,14 @@ def run(arch="lenet5", **overrides):
     return cfg, state, reporter
 
 
+@pytest.mark.slow  # trains
 def test_lenet5_learns_real_mnist_in_one_epoch():
     _, state, _ = run(train_limit=10000, epochs=1, batch_size=32)
     assert state.history[0]["val_acc"] > 0.90
     assert state.history[0]["status"] == "completed"
 
 
+@pytest.mark.slow  # trains
 def test_epoch_loss_and_accuracy_match_a_direct_computation(mnist):
     """The loop keeps per-step losses and predictions and sums them once per epoch; with
     100 images in batches of 32 the last batch holds 4 and must weigh 4, not 32. An lr of
@@ -52,6 +54,7 @@ def test_epoch_loss_and_accuracy_match_a_direct_computation(mnist):
     assert acc == pytest.approx((out.argmax(1) == mnist.train_y[idx]).float().mean().item())
 
 
+@pytest.mark.slow  # trains
 def test_early_stopping_stops_after_patience_epochs():
     # lr so small that nothing changes: val_acc never improves after epoch 1
     _, state, _ = run(optimizer="sgd", lr=1e-12, train_limit=500, epochs=6,
@@ -59,6 +62,7 @@ def test_early_stopping_stops_after_patience_epochs():
     assert [h["status"] for h in state.history] == ["running", "running", "stopped_by_patience"]
 
 
+@pytest.mark.slow  # trains
 def test_reduce_lr_on_plateau_halves_the_rate():
     # 1e-6: too small to move the loss by ReduceLROnPlateau's 1e-4 relative threshold,
     # large enough that halving it exceeds the scheduler's eps (1e-8)
@@ -68,6 +72,7 @@ def test_reduce_lr_on_plateau_halves_the_rate():
     assert lrs[0] == lrs[1] == 1e-6 and math.isclose(lrs[2], 5e-7) and math.isclose(lrs[3], 2.5e-7)
 
 
+@pytest.mark.slow  # trains
 def test_checkpoint_holds_the_best_epoch_and_reloads_with_weights_only(mnist, tmp_path):
     from mnist_dist.models.checkpoint import atomic_save
 
@@ -89,18 +94,32 @@ def test_checkpoint_holds_the_best_epoch_and_reloads_with_weights_only(mnist, tm
     assert ev["accuracy"] == pytest.approx(best["val_acc"], abs=1e-9)
 
 
+@pytest.mark.slow  # trains
 def test_divergence_ends_the_run_with_status_not_exception():
     _, state, _ = run(arch="mlp", optimizer="sgd", lr=1e6, train_limit=2000, epochs=3)
     assert state.history[-1]["status"] == "diverged" and len(state.history) == 1
     assert state.history[-1]["val_acc"] == 0.0
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
-def test_every_optimizer_trains(optimizer):
+@pytest.mark.slow  # trains
+@pytest.mark.parametrize("optimizer, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                            ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop)])
+def test_every_optimizer_is_built_as_asked_and_trains(optimizer, cls):
+    from mnist_dist.models import create_model
+    from mnist_dist.training.loop import make_optimizer
+
     lr = 0.05 if optimizer == "sgd" else 1e-3
-    _, state, _ = run(arch="mlp", optimizer=optimizer, lr=lr, nesterov=True, train_limit=1000,
-                      epochs=1, weight_decay=1e-4, batch_size=32)
+    cfg, state, _ = run(arch="mlp", optimizer=optimizer, lr=lr, nesterov=True, momentum=0.8, train_limit=1000,
+                        epochs=1, weight_decay=1e-4, batch_size=32)
     assert state.history[0]["status"] == "completed" and state.history[0]["val_acc"] > 0.3
+    opt = make_optimizer(cfg, create_model("mlp").parameters())
+    assert type(opt) is cls  # not a fall-back to Adam
+    group = opt.param_groups[0]
+    assert group["lr"] == lr and group["weight_decay"] == 1e-4
+    if optimizer in ("sgd", "rmsprop"):
+        assert group["momentum"] == 0.8
+    if optimizer == "sgd":
+        assert group["nesterov"] is True
 
 
 def test_bad_config_values_and_keys():
@@ -112,17 +131,32 @@ def test_bad_config_values_and_keys():
         resolve("mlp", {"lr": "fast"})
 
 
-def test_train_command_writes_a_complete_run(trained_model):
+def test_train_command_writes_a_complete_run(trained_model, mnist):
+    import csv
+
+    import numpy as np
+
     run_dir = trained_model.parent
-    for name in ("run.json", "config.json", "history.csv", "history.json", "model.pt",
-                 "evaluation.json", "predictions.npz"):
-        assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["arch"] == "cnn_regularized" and summary["epochs_run"] == 2
     assert summary["test_acc"] > 0.96  # 20,000 real images, 2 epochs
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["arch"], config["train_limit"], config["epochs"], config["batch_size"]) == (
+        "cnn_regularized", 20000, 2, 64)
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert [int(h["epoch"]) for h in history] == [1, 2]
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [1, 2]
+    assert float(history[-1]["best_val_acc"]) == pytest.approx(summary["best_val_acc"])
     ev = json.loads((run_dir / "evaluation.json").read_text())
-    assert sum(map(sum, ev["confusion_matrix"])) == 10000
+    assert sum(map(sum, ev["confusion_matrix"])) == 10000 and ev["accuracy"] == summary["test_acc"]
     assert set(ev["classification_report"]) >= {"0", "9", "macro avg"}
+    arrays = np.load(run_dir / "predictions.npz")
+    assert arrays["probabilities"].shape == (10000, 10)
+    assert np.allclose(arrays["probabilities"].sum(1), 1, atol=1e-5)
+    assert (arrays["labels"] == mnist.test_y.numpy()).all()
+    assert (arrays["predictions"] == arrays["probabilities"].argmax(1)).all()
+    assert (arrays["predictions"] == arrays["labels"]).mean() == pytest.approx(summary["test_acc"])
 
 
 def test_train_command_rejects_bad_input(capsys):

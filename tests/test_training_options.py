@@ -68,6 +68,7 @@ SCHEDULES = {
 }
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_learning_rate_per_step_follows_the_schedule(mnist, name):
     overrides, expected = SCHEDULES[name]
@@ -81,6 +82,7 @@ def test_learning_rate_per_step_follows_the_schedule(mnist, name):
         assert all(a >= b for a, b in zip(lrs[w:], lrs[w + 1:])) and t.lr() == pytest.approx(0.0, abs=1e-15)
 
 
+@pytest.mark.slow  # trains
 def test_onecycle_is_torch_onecyclelr_without_momentum_cycling(mnist):
     t = trainer(mnist, optimizer="sgd", lr=LR, momentum=0.9, train_limit=1000, batch_size=100, epochs=4,
                 lr_schedule="onecycle")
@@ -98,6 +100,7 @@ def test_onecycle_is_torch_onecyclelr_without_momentum_cycling(mnist):
     assert t.opt.param_groups[0]["momentum"] == 0.9  # the tuned momentum is left alone
 
 
+@pytest.mark.slow  # trains
 def test_schedule_state_survives_a_resume(mnist, tmp_path):
     """Train 1 epoch, checkpoint (through a file, loaded as sweeps load it), resume in a new
     Trainer: the learning rates go on exactly as in an uninterrupted run."""
@@ -120,6 +123,7 @@ def test_schedule_state_survives_a_resume(mnist, tmp_path):
     assert lrs[0] != pytest.approx(LR / 3)  # not restarted at the warm-up's first step
 
 
+@pytest.mark.slow  # trains
 def test_plateau_cut_scales_the_schedule_instead_of_being_undone(mnist):
     """ReduceLROnPlateau with a schedule (here a 1-epoch warm-up, then constant): each cut
     holds for every later step, and the scaled schedule is in the resume state."""
@@ -192,6 +196,7 @@ def test_digits_are_never_flipped_fashion_is(dataset, level):
     assert not mirror_safe(dataset) and mirror_safe("fashion-mnist")
 
 
+@pytest.mark.slow  # trains
 def test_label_smoothing_changes_the_training_loss_not_the_validation_loss(mnist):
     """Two copies of one trained model, with and without smoothing, at lr 1e-12 (the weights
     stay as they are, so the losses can be recomputed from the model)."""
@@ -255,6 +260,7 @@ def test_bad_values_are_clear_errors(overrides, message):
         resolve("lenet5", overrides)
 
 
+@pytest.mark.slow  # trains
 def test_train_command_takes_the_options_as_flags(tmp_path, capsys):
     rc = main(["train", "lenet5", "--smoke-test", "--quiet", "--results-dir", str(tmp_path), "--name", "run",
                "--lr-schedule", "onecycle", "--augment", "strong", "--label-smoothing", "0.1"])
