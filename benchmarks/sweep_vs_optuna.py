@@ -42,6 +42,7 @@ def run_sweep_cli(arch: str, trials: int, dataset: str | None, out: Path) -> dic
     # final evaluation of the best model
     return {"wall_s": total, "search_s": s["wall_time_s"], "outside_search_s": total - s["wall_time_s"],
             "train_s": s["train_time_s"], "overhead_per_trial_s": s["overhead_per_trial_s"],
+            "overhead_per_reused_trial_s": s["overhead_per_reused_trial_s"], "processes": s["trial_processes"],
             "best_val_acc": s.get("best_val_acc"), "trials": s["trials_run"],
             "pruned": s["stopped_by_scheduler"]}
 
@@ -84,6 +85,7 @@ def run_plain_optuna(arch: str, trials: int, dataset: str | None) -> dict:
             "outside_search_s": time.perf_counter() - t_start - search,
             "train_s": sum(e for _, e in per_trial),
             "overhead_per_trial_s": statistics.mean(w - e for w, e in per_trial),
+            "overhead_per_reused_trial_s": statistics.mean(w - e for w, e in per_trial[1:]) if trials > 1 else None,
             # a trial's best epoch, as the sweep's best_val_acc (pruned trials included)
             "best_val_acc": (max if spec.mode == "max" else min)(
                 (max if spec.mode == "max" else min)(t.intermediate_values.values())
@@ -105,6 +107,7 @@ def main() -> None:
     rows = [("wall time, whole command", "wall_s", "{:.1f} s"), ("  the search itself", "search_s", "{:.1f} s"),
             ("  start-up + final evaluation", "outside_search_s", "{:.1f} s"),
             ("summed epoch time", "train_s", "{:.1f} s"), ("overhead per trial", "overhead_per_trial_s", "{:.2f} s"),
+            ("  in a reused trial process", "overhead_per_reused_trial_s", "{:.2f} s"),
             ("trials (pruned)", None, None), ("best validation accuracy", "best_val_acc", "{:.4f}")]
     print(f"{a.arch}, {a.trials} trials, {time.strftime('%Y-%m-%d')}, python {sys.version.split()[0]}")
     print("| | sweeps/run.py (Ray Tune) | plain Optuna, one process |")

@@ -121,6 +121,7 @@ def test_asha_stopped_trial_is_pruned_and_diverged_trial_recorded(ray_session, t
     # One trial process served all three trials, the one ASHA stopped and the next included:
     # Tune reset it in place (reuse_actors) instead of starting a process per trial.
     assert len({r["pid"] for r in rows}) == 1 and rows[0]["pid"]
+    assert summary["trial_processes"] == 1 and 0 <= summary["overhead_per_reused_trial_s"] < 2
     # ...and a reused process trains exactly as a fresh one: same config and seed, same numbers.
     for r in rows[:2]:
         fresh = fresh_history({**spec_config(tmp_path / "asha"), "lr": float(r["config/lr"])})

@@ -8,7 +8,6 @@ from pathlib import Path
 from .. import layout
 from ..config import ConfigError
 from .options import Scaling
-from .trial import run_trial
 
 def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:
     """Trials that fit at once: the Train workers hold the resources, the trial itself none.
@@ -45,6 +44,8 @@ def make_trainable(opts, sweep_dir: Path, base: dict):
         # in ps and the dashboard, not the wrapper's `ResourceTrainable`
         trainable.__qualname__ = EpochTrainable.__name__
         return trainable
+    from .trial import run_trial  # Ray Train: imported only for DDP trials (over a second)
+
     fn = tune.with_parameters(run_trial, base=base, scaling=opts.scaling, storage=str(sweep_dir / layout.TRAIN))
     # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.
     # A placement group cannot be empty, so it holds a token 1 MB of memory, not a CPU.

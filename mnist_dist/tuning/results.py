@@ -10,7 +10,7 @@ from .. import layout
 from ..layout import save_json, write_csv
 from ..evaluation import evaluate_checkpoint, save_evaluation
 from .options import data_label
-from .events import completed_trials, ended_trials, trial_wall_times
+from .events import completed_trials, ended_trials, read_events, trial_wall_times
 from ..layout import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
@@ -127,6 +127,24 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     return found
 
 
+def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
+    """The overheads of trials that ran in a trial process an earlier trial had started,
+    and how many trial processes there were (none for DDP trials: Ray Train's workers)."""
+    first_start = {}
+    for e in read_events(events):
+        if e["event"] == "start":
+            first_start.setdefault(e["trial_id"], e["time"])
+    seen, reused = set(), []
+    for r in sorted(rows, key=lambda r: first_start.get(r["trial_id"], math.inf)):
+        if r.get("pid") is None:
+            continue
+        process = (r.get("node_ids"), r["pid"])
+        if process in seen and r["overhead_s"] is not None:
+            reused.append(r["overhead_s"])
+        seen.add(process)
+    return reused, len(seen)
+
+
 def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> dict:
     """trials.csv, histories/, best/ (the best trial's model, evaluated) and summary.json."""
     histories = sweep_dir / layout.HISTORIES
@@ -141,10 +159,15 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     counts = {s: sum(r["status"] == s for r in rows)
               for s in layout.ENDED if s != layout.INTERRUPTED}
     overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
+    reused, processes = process_reuse(rows, sweep_dir / layout.EVENTS)
     summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": data_label(spec),
                "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,
                "workers": opts.scaling.workers, "wall_time_s": wall_time,
                "overhead_per_trial_s": statistics.mean(overheads) if overheads else None,
+               # the same, for trials that ran in an already-started trial process (each
+               # process's first trial also pays for the process's start-up)
+               "overhead_per_reused_trial_s": statistics.mean(reused) if reused else None,
+               "trial_processes": processes,
                "train_time_s": sum(r["train_time_s"] for r in rows), "interrupted": bool(unfinished),
                "interrupted_trials": len(unfinished)}
     best = pick_best(rows, spec.metric, spec.mode)
