@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
 import pytest
 import yaml
 
@@ -270,3 +271,41 @@ def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     env = runtime_env()["env_vars"]
     assert env["MNIST_DIST_DATA_DIR"] == str(tmp_path.parent / "data")
     assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
+
+
+def test_sweep_ensemble_averages_its_best_members_and_is_an_ordinary_model(smoke_sweep, mnist, tmp_path, capsys):
+    """The smoke sweep's ensemble: k chosen on validation, its predictions the average of its
+    members' probabilities, its model.pt used by evaluate, predict and export unchanged."""
+    import cv2
+
+    from mnist_dist.cli import main
+    from mnist_dist.evaluation import predict_proba
+    from mnist_dist.models.checkpoint import Ensemble
+
+    summary = json.loads((smoke_sweep / "summary.json").read_text())
+    ens = summary["ensemble"]
+    val = ens["val_acc_by_k"]
+    assert len(val) == 2 and ens["k"] == max(range(2), key=lambda i: (val[i], -i)) + 1
+    path = smoke_sweep / "ensemble" / "model.pt"
+    model, payload = load_model(path)
+    assert isinstance(model, Ensemble) and payload["members"] == ens["k"] == len(model.members)
+    rows = {r["trial_id"]: r for r in read_csv(smoke_sweep / "trials.csv")}
+    members = []
+    for trial_id in ens["members"]:
+        ckpt = Path(rows[trial_id]["checkpoint_path"]) / "model.pt"
+        members.append(load_model(ckpt)[0])
+    x, spec = mnist.test_x[:200], input_spec(payload)
+    averaged = torch.stack([predict_proba(m, x, spec, mnist.mean, mnist.std) for m in members]).mean(0)
+    assert torch.allclose(predict_proba(model, x, spec, mnist.mean, mnist.std), averaged, atol=1e-5)
+    m = ens["mcnemar_vs_best_single"]
+    assert 0 <= m["p_value"] <= 1 and ens["best_single_test_acc"] == summary["test_acc"]
+    # an ordinary model file: evaluate (same test images as the sweep), predict, export
+    assert main(["evaluate", "--model", str(path), "--dataset", "mnist", "--limit", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == ens["test_acc"]
+    cv2.imwrite(str(tmp_path / "digit.png"), 255 - mnist.test_x[0].numpy())
+    assert main(["predict", "--model", str(path), str(tmp_path / "digit.png")]) == 0
+    assert "digit.png" in capsys.readouterr().out
+    assert main(["export", "--model", str(path), "--format", "torchscript", "--output", str(tmp_path / "e.pt")]) == 0
+    scripted = torch.jit.load(str(tmp_path / "e.pt"))  # raw [0, 1] images in, probabilities out
+    probs = scripted(mnist.test_x[:200].float().unsqueeze(1) / 255)
+    assert torch.allclose(probs, averaged, atol=1e-4)

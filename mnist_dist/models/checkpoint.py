@@ -60,10 +60,28 @@ def load_payload(path: str | Path) -> dict:
     return payload
 
 
+class Ensemble(nn.Module):
+    """Several trained models of one architecture that predict the average of their class
+    probabilities. It returns log-probabilities, so the softmax every consumer applies
+    (evaluate, predict, an export) gives that average: an ensemble is used like any model."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the trained model from its file alone; returns (model in eval mode, payload)."""
+    """Rebuild the trained model from its file alone; returns (model in eval mode, payload).
+    A file with `members` holds an Ensemble of that many models of its architecture."""
     payload = load_payload(path)
     model = create_model(payload["arch"], payload["num_classes"], payload["dropout"])
+    if payload.get("members"):
+        model = Ensemble([create_model(payload["arch"], payload["num_classes"], payload["dropout"])
+                          for _ in range(payload["members"])])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload
 

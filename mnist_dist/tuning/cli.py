@@ -122,6 +122,7 @@ def run(args) -> int:
         return 0
 
     from .console import final_message
+    from .results import read_rows
 
     failed = 0
     for spec, opts in plans:
@@ -142,17 +143,3 @@ def resume_command(args, name: str) -> str:
     if args.arch == "all":  # continue just the interrupted one
         argv = [name.split("-")[0] if a == "all" else a for a in argv] + ["--name", name]
     return " ".join(["python", "sweeps/run.py", *map(shlex.quote, argv), "--resume"])
-
-
-def read_rows(path) -> list[dict]:
-    import csv
-
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return v or None
-
-    with open(path) as f:
-        return [{k: num(v) if k not in ("trial_id", "status") else v for k, v in r.items()}
-                for r in csv.DictReader(f)]

@@ -183,3 +183,18 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
         summary["error"] = "no trial finished with a usable model; see trials.csv for each trial's error"
     save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     return summary
+
+
+def read_rows(path: Path) -> list[dict]:
+    """trials.csv back as rows, numbers as numbers."""
+    import csv
+
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return v or None
+
+    with open(path) as f:
+        return [{k: num(v) if k not in ("trial_id", "status") else v for k, v in r.items()}
+                for r in csv.DictReader(f)]

@@ -150,6 +150,14 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     t0 = time.time()
     grid = make_tuner(spec, opts, sweep_dir, ray, base).fit()
     summary = collect(grid, spec, opts, sweep_dir, base, wall_time=time.time() - t0)
+    if "best_trial" in summary and not summary.get("interrupted"):
+        from .ensemble import build_ensemble
+        from .results import read_rows
+
+        ensemble = build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary)
+        if ensemble:
+            summary["ensemble"] = ensemble
+            save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     if opts.final_seeds and not summary.get("interrupted"):
         limit = concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)
         summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, base, limit)
