@@ -87,6 +87,22 @@ class EpochTrainable(tune.Trainable):
         atomic_save(ckpt["resume"], Path(checkpoint_dir) / layout.RESUME)
         atomic_save(ckpt["model"], Path(checkpoint_dir) / layout.MODEL)
 
+    def restore(self, checkpoint_path):
+        """Tune keeps one checkpoint per trial and snapshots the sweep after each; a driver
+        killed between the two leaves a snapshot naming the checkpoint just replaced. Restore
+        from the newest one in the trial's folder instead (load_checkpoint then sets the
+        iteration to its epoch)."""
+        from ray.train._internal.checkpoint_manager import _TrainingResult
+
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        if checkpoint is not None and not os.path.exists(checkpoint.path):
+            newer = sorted(p for p in Path(checkpoint.path).parent.glob("checkpoint_*") if p.is_dir())
+            if newer:
+                checkpoint_path = _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(newer[-1])),
+                                                  metrics=checkpoint_path.metrics)
+        return super().restore(checkpoint_path)
+
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         saved = torch.load(Path(checkpoint_dir) / layout.RESUME, map_location="cpu", weights_only=True)
         self.run.restore(saved)
+        self._iteration = self.run.state.epoch  # one epoch per step: Tune's count follows the state
