@@ -1,64 +1,16 @@
-"""McNemar's test: do two classifiers differ in accuracy on the same test images?
-
-Only the discordant images count: b = A right and B wrong, c = A wrong and B
-right. Under "equally good" each discordant image is a fair coin, so for small
-b + c the exact binomial test is used; for larger counts the chi-square test
-with continuity correction, (|b - c| - 1)^2 / (b + c) with 1 degree of freedom.
-"""
+"""The report's McNemar table: which models differ in accuracy on the same test images.
+The test itself (mcnemar, discordant) lives in mnist_dist/evaluation.py, which sweeps use
+too (an ensemble against its best trial)."""
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluation import EXACT_BELOW, McNemar, binom_two_sided, chi2_sf_1df, discordant, mcnemar  # noqa: F401
 from .tables import markdown_row  # escapes the names in cells (arch, image-folder dataset)
 
-EXACT_BELOW = 25  # discordant pairs; the usual rule for when the chi-square approximation is poor
 ALPHA = 0.05
-
-
-@dataclass
-class McNemar:
-    b: int  # A right, B wrong
-    c: int  # A wrong, B right
-    statistic: float | None  # chi-square statistic; None for the exact test
-    p_value: float
-    method: str  # "exact binomial" | "chi-square, continuity-corrected"
-
-
-def binom_two_sided(k: int, n: int) -> float:
-    """Two-sided exact p-value of k successes out of n for p = 1/2 (math only)."""
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def chi2_sf_1df(x: float) -> float:
-    """Survival function of chi-square with 1 degree of freedom: P(Z^2 > x) = erfc(sqrt(x / 2))."""
-    return math.erfc(math.sqrt(max(x, 0.0) / 2))
-
-
-def mcnemar(b: int, c: int, exact_below: int = EXACT_BELOW) -> McNemar:
-    b, c = int(b), int(c)
-    n = b + c
-    try:  # scipy when installed (faster for big n), else the same formulas in math
-        from scipy.stats import binomtest, chi2
-    except ImportError:
-        binomtest = chi2 = None
-    if n < exact_below:
-        p = binomtest(min(b, c), n, 0.5).pvalue if binomtest and n else binom_two_sided(min(b, c), n)
-        return McNemar(b, c, None, float(p), "exact binomial")
-    stat = (abs(b - c) - 1) ** 2 / n
-    p = chi2.sf(stat, 1) if chi2 else chi2_sf_1df(stat)
-    return McNemar(b, c, float(stat), float(p), "chi-square, continuity-corrected")
-
-
-def discordant(labels, pred_a, pred_b) -> tuple[int, int]:
-    right_a, right_b = np.asarray(pred_a) == labels, np.asarray(pred_b) == labels
-    return int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
 
 
 def verdict(name_a: str, name_b: str, m: McNemar) -> str:

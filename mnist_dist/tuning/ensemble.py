@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import layout
-from ..evaluation import evaluate_checkpoint, predict_proba, save_evaluation
+from ..evaluation import discordant, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
 from ..models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
 from .results import fetch_model
 
@@ -40,7 +40,6 @@ def validation_accuracy(models: list, payload: dict, data, base: dict) -> float:
 def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict, best: dict) -> dict | None:
     """Choose k on validation, save and evaluate the ensemble; None with fewer than 2 trials."""
     from ..config import TrainConfig
-    from ..report.stats import discordant, mcnemar
     from ..training.loop import load_data
 
     candidates = ranked(rows, spec.metric, spec.mode)[:MAX_MEMBERS]
