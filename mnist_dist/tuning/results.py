@@ -35,16 +35,31 @@ def checkpoint_path(result) -> str:
     return result.checkpoint.path if result.checkpoint is not None else ""
 
 
+def checkpoint_history(result):
+    """Every epoch's metrics from the trial's last checkpoint, for a trial whose result
+    files a hard-killed driver never wrote (a reused trial process's checkpoint holds them)."""
+    import pandas as pd
+    import torch
+
+    path = Path(checkpoint_path(result) or "") / layout.RESUME
+    if not path.is_file():
+        return None
+    resume = torch.load(path, map_location="cpu", weights_only=True)
+    return pd.DataFrame(resume["state"]["history"]) if resume["state"]["history"] else None
+
+
 def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
     m = result.metrics or {}
     trial_id = m.get("trial_id") or Path(result.path).name
     df = result.metrics_dataframe
+    if df is None or "epoch" not in df.columns:
+        df = checkpoint_history(result)
     if df is not None and "epoch" in df.columns:  # a replayed final report repeats its epoch
         df = df.drop_duplicates("epoch", keep="last")
     cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns]
     epoch_seconds = 0.0
     if cols:
-        df[cols].to_csv(histories / f"{trial_id}.csv", index=False)
+        layout.write_csv(df[cols].to_dict("records"), histories / f"{trial_id}.csv", columns=cols)
         epoch_seconds = float(df["epoch_seconds"].sum())
     # the driver's start-to-end time, process start-up included; else Tune's own count
     trial_time = float((walls or {}).get(trial_id) or m.get("time_total_s", 0.0))
