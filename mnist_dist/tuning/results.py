@@ -39,13 +39,14 @@ def checkpoint_history(result):
     """Every epoch's metrics from the trial's last checkpoint, for a trial whose result
     files a hard-killed driver never wrote (a reused trial process's checkpoint holds them)."""
     import pandas as pd
-    import torch
 
-    path = Path(checkpoint_path(result) or "") / layout.RESUME
-    if not path.is_file():
+    from .trainable import read_resume_state
+
+    folder = Path(checkpoint_path(result) or "")
+    if not (folder / layout.RESUME).is_file():
         return None
-    resume = torch.load(path, map_location="cpu", weights_only=True)
-    return pd.DataFrame(resume["state"]["history"]) if resume["state"]["history"] else None
+    history = read_resume_state(folder)["state"]["history"]
+    return pd.DataFrame(history) if history else None
 
 
 def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
@@ -123,22 +124,23 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     the event log says they ended (Optuna was told how) and their last checkpoint holds
     every epoch's metrics. Rebuilt from that, trials.csv keeps them."""
     import pandas as pd
-    import torch
     from ray import tune
+
+    from ..models.checkpoint import load_payload
+    from .trainable import newest_checkpoint, read_resume_state
 
     known = {(r.metrics or {}).get("trial_id") for r in grid}
     found = []
     for trial_id in sorted(completed_trials(sweep_dir / layout.EVENTS) - known):
-        saved = sorted((sweep_dir / layout.TUNE).glob(f"*_{trial_id}_*/checkpoint_*/{layout.RESUME}"))
-        if not saved:
+        folders = sorted((sweep_dir / layout.TUNE).glob(f"*_{trial_id}_*"))
+        newest = newest_checkpoint(folders[-1]) if folders else None
+        if newest is None:
             continue
-        resume = torch.load(saved[-1], map_location="cpu", weights_only=True)
-        history = resume["state"]["history"]
-        config = torch.load(saved[-1].with_name(layout.MODEL), map_location="cpu", weights_only=True)["config"]
+        history = read_resume_state(newest)["state"]["history"]
+        config = load_payload(newest / layout.MODEL)["config"]
         metrics = {**history[-1], "trial_id": trial_id, "config": {k: config[k] for k in searched}}
-        found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(saved[-1].parent)),
-                                 error=None, path=str(saved[-1].parent.parent),
-                                 metrics_dataframe=pd.DataFrame(history)))
+        found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(newest)), error=None,
+                                 path=str(newest.parent), metrics_dataframe=pd.DataFrame(history)))
     return found
 
 

@@ -37,6 +37,17 @@ def cached_data(cfg: TrainConfig):
     return _DATA[key]
 
 
+def newest_checkpoint(trial_dir: Path) -> Path | None:
+    """The latest checkpoint folder a trial wrote (Tune keeps one, briefly two)."""
+    saved = sorted(p.parent for p in Path(trial_dir).glob(f"checkpoint_*/{layout.RESUME}"))
+    return saved[-1] if saved else None
+
+
+def read_resume_state(checkpoint_dir: Path) -> dict:
+    """What save_checkpoint wrote for training to resume: the trainer's and the run's state."""
+    return torch.load(Path(checkpoint_dir) / layout.RESUME, map_location="cpu", weights_only=True)
+
+
 def trial_device() -> torch.device:
     # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) this trial was given
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,9 +83,9 @@ class EpochTrainable(tune.Trainable):
         the snapshot restored, and stays ended."""
         if not (self.events and self.trial_id in completed_trials(Path(self.events))):
             return False
-        saved = sorted(Path(self._storage.trial_fs_path).glob("checkpoint_*/" + layout.RESUME))
-        if saved:
-            self.load_checkpoint(str(saved[-1].parent))
+        newest = newest_checkpoint(Path(self._storage.trial_fs_path))
+        if newest:
+            self.load_checkpoint(str(newest))
         return bool(self.run.state.history)
 
     def _replay(self) -> dict:
@@ -96,13 +107,12 @@ class EpochTrainable(tune.Trainable):
 
         checkpoint = getattr(checkpoint_path, "checkpoint", None)
         if checkpoint is not None and not os.path.exists(checkpoint.path):
-            newer = sorted(p for p in Path(checkpoint.path).parent.glob("checkpoint_*") if p.is_dir())
-            if newer:
-                checkpoint_path = _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(newer[-1])),
+            newest = newest_checkpoint(Path(checkpoint.path).parent)
+            if newest:
+                checkpoint_path = _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(newest)),
                                                   metrics=checkpoint_path.metrics)
         return super().restore(checkpoint_path)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        saved = torch.load(Path(checkpoint_dir) / layout.RESUME, map_location="cpu", weights_only=True)
-        self.run.restore(saved)
+        self.run.restore(read_resume_state(Path(checkpoint_dir)))
         self._iteration = self.run.state.epoch  # one epoch per step: Tune's count follows the state
