@@ -11,7 +11,7 @@ import sys
 COMMANDS = {
     "models": ("mnist_dist.models.cli", "list the architectures, their inputs and parameter counts"),
     "train": ("mnist_dist.training.cli", "train one architecture locally and evaluate it on the test set"),
-    "sweep": ("mnist_dist.tuning.cli", "hyperparameter sweep with Ray Tune + Optuna over Ray Train trials"),
+    "sweep": ("mnist_dist.tuning.cli", "hyperparameter sweep: Ray Tune + Optuna, trials in reused processes or Ray Train"),
     "sweeps": ("mnist_dist.tuning.configs_cli", "list the shipped sweep configs (YAML) and where they are"),
     "report": ("mnist_dist.report.cli", "tables, plots and an HTML report over everything in results/"),
     "dashboard": ("mnist_dist.tuning.dashboard", "serve a sweep's Optuna study in optuna-dashboard on 127.0.0.1"),

@@ -141,3 +141,11 @@ def mcnemar(b: int, c: int, exact_below: int = EXACT_BELOW) -> McNemar:
 def discordant(labels, pred_a, pred_b) -> tuple[int, int]:
     right_a, right_b = np.asarray(pred_a) == labels, np.asarray(pred_b) == labels
     return int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+
+
+def beats_over_seeds(best_mean: float, best_std: float, base_mean: float, base_std: float) -> tuple[float, bool]:
+    """(gain, beats): one config beats another over seeds when its mean test accuracy is
+    higher by more than twice the larger of the two standard deviations; a smaller gain
+    could be the seeds' noise."""
+    gain = best_mean - base_mean
+    return gain, gain > 2 * max(best_std, base_std)

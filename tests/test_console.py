@@ -83,6 +83,21 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
 
 
 @pytest.mark.slow
+def test_final_seeds_lines_compare_the_best_and_baseline_configs():
+    from mnist_dist.tuning.console import final_seeds_lines
+
+    final = {"seeds": [1000, 2000, 3000], "test_acc": [0.994, 0.9942, 0.9938], "test_acc_mean": 0.994,
+             "test_acc_std": 0.0002, "gain_over_baseline": 0.005, "beats_baseline": True,
+             "baseline": {"test_acc": [0.989, 0.9892, 0.9888], "test_acc_mean": 0.989, "test_acc_std": 0.0002}}
+    lines = final_seeds_lines(final)
+    assert lines[0] == "final seeds 1000, 2000, 3000: best config 99.40 +/- 0.02% test accuracy"
+    assert lines[1].endswith("98.90 +/- 0.02%: best - baseline +0.50 pp, beats it")
+    close = {**final, "beats_baseline": False, "gain_over_baseline": 0.0001}
+    assert final_seeds_lines(close)[1].endswith("+0.01 pp, within 2 std of it")
+    assert final_seeds_lines(None) == [] and final_seeds_lines({"error": "no best config"}) == [
+        "final seeds: no best config"]
+
+
 def test_a_slow_sweep_is_estimated_before_it_trains():
     """alexnet on this CPU: a few real training steps, then the warning with the alternatives,
     and (--estimate-only) no Ray and no training."""

@@ -97,6 +97,16 @@ def test_tables_hold_the_summaries_numbers(report):
     # published numbers sit beside ours, with the difference, for same-dataset sources
     assert math.isclose(float(rows["lenet5"]["published_acc"]), 0.986)
     assert math.isclose(float(rows["lenet5"]["diff_vs_published"]), sweep["test_acc"] - 0.986, abs_tol=1e-9)
+    # baseline config vs best config vs ensemble, over the final seeds (item 4 of issue 11)
+    with open(results / "report" / "versus.csv") as f:
+        versus = {r["source"]: r for r in csv.DictReader(f)}
+    assert set(versus) == {SWEEP, PARTIAL}  # sweeps only
+    row, final = versus[SWEEP], sweep["final_seeds"]
+    assert math.isclose(float(row["best_mean"]), final["test_acc_mean"], rel_tol=1e-12)
+    assert math.isclose(float(row["baseline_mean"]), final["baseline"]["test_acc_mean"], rel_tol=1e-12)
+    assert int(row["best_seeds"]) == int(row["baseline_seeds"]) == 2
+    assert math.isclose(float(row["ensemble_acc"]), sweep["ensemble"]["test_acc"], rel_tol=1e-12)
+    assert "## Baseline config vs best swept config vs ensemble" in md
 
 
 def test_broken_folder_is_a_warning_not_a_failure(report):
@@ -333,3 +343,44 @@ def test_report_builds_from_a_run_folder_without_training(mnist, tmp_path):
     assert row["arch"] == "mlp" and float(row["test_acc"]) == pytest.approx(ev["accuracy"])
     md = (report / "comparison.md").read_text()
     assert any(line.startswith("|") and "mlp" in line and "train-mlp-mnist" in line for line in md.splitlines())
+
+
+def versus_source(name: str, final: dict | None, ensemble: dict | None = None, arch: str = "lenet5"):
+    from mnist_dist.report.collect import Source
+
+    summary = {"kind": "sweep", "arch": arch, "dataset": "mnist", "test_acc": 0.991}
+    if final is not None:
+        summary["final_seeds"] = final
+    if ensemble is not None:
+        summary["ensemble"] = ensemble
+    return Source("sweep", name, Path(name), summary)
+
+
+def seeds_block(accs: list[float], **extra) -> dict:
+    import statistics
+
+    return {"seeds": [1000, 2000, 3000][:len(accs)], "test_acc": accs, "test_acc_mean": statistics.mean(accs),
+            "test_acc_std": statistics.stdev(accs), **extra}
+
+
+def test_versus_table_says_whether_the_sweep_beat_its_baseline():
+    """Item 4 of the search-quality issue: baseline vs best vs ensemble vs published, over
+    seeds; 'beats' only when the gain exceeds twice the larger standard deviation."""
+    from mnist_dist.report import versus
+
+    clear = versus_source("clear", seeds_block([0.9940, 0.9942, 0.9938], baseline=seeds_block([0.9890, 0.9892, 0.9888])),
+                          {"test_acc": 0.9951, "k": 3})
+    noisy = versus_source("noisy", seeds_block([0.9940, 0.9930, 0.9950], baseline=seeds_block([0.9925, 0.9935, 0.9930])))
+    single = versus_source("single", None)
+    rows = {r["source"]: r for r in versus.versus_rows([clear, noisy, single])}
+    assert rows["clear"]["gain"] == pytest.approx(0.0050) and rows["clear"]["beats_baseline"] is True
+    assert rows["noisy"]["gain"] == pytest.approx(0.0010) and rows["noisy"]["beats_baseline"] is False
+    assert rows["single"]["gain"] is None and rows["single"]["best"] is None
+    assert rows["clear"]["published_acc"] == pytest.approx(0.986)  # lenet5's source, on MNIST
+    cells = dict(zip(versus.HEADERS, versus.display(rows["clear"])))
+    assert cells["Baseline config"] == "98.90 ± 0.02% (n=3)" and cells["Best swept config"] == "99.40 ± 0.02% (n=3)"
+    assert cells["Sweep ensemble"] == "99.51% (k=3)" and cells["Best - baseline"] == "+0.50 pp, beats"
+    assert dict(zip(versus.HEADERS, versus.display(rows["noisy"])))["Best - baseline"] == "+0.10 pp, within 2 std"
+    single_cells = dict(zip(versus.HEADERS, versus.display(rows["single"])))
+    assert single_cells["Best swept config"] == "99.10% (one seed)"
+    assert single_cells["Best - baseline"] == "- (needs --final-seeds)"

@@ -79,6 +79,23 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
         assert ev["accuracy"] == acc
     assert final["test_acc_mean"] == pytest.approx(statistics.mean(final["test_acc"]))
     assert final["test_acc_std"] == pytest.approx(statistics.stdev(final["test_acc"]))
+    # ... and the source's baseline config with the same seeds, unless it was the best
+    baseline = final["baseline"]
+    assert baseline["config"] == baseline_point(load_spec("lenet5")) and baseline["seeds"] == final["seeds"]
+    final_rows = read_csv(smoke_sweep / "final" / "trials.csv")
+    if {k: summary["best_config"][k] for k in baseline["config"]} == baseline["config"]:
+        assert baseline["test_acc"] == final["test_acc"] and {r["role"] for r in final_rows} == {"best"}
+    else:
+        assert sorted(r["role"] for r in final_rows) == ["baseline", "baseline", "best", "best"]
+        for seed, acc in zip(baseline["seeds"], baseline["test_acc"]):
+            model, payload = load_model(smoke_sweep / "final" / f"baseline-seed-{seed}" / "model.pt")
+            assert payload["config"]["seed"] == seed
+            assert {k: payload["config"][k] for k in baseline["config"]} == baseline["config"]
+            ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
+                          mnist.std, mnist.classes)
+            assert ev["accuracy"] == acc
+        assert baseline["test_acc_mean"] == pytest.approx(statistics.mean(baseline["test_acc"]))
+    assert final["gain_over_baseline"] == pytest.approx(final["test_acc_mean"] - baseline["test_acc_mean"])
     # config.yaml is config.json; events.jsonl has each trial's start and end; the best
     # model's predictions are the evaluation's.
     assert yaml.safe_load((smoke_sweep / "config.yaml").read_text()) == json.loads(

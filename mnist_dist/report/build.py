@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import layout
-from . import hparams, images, plots, stats, tables
+from . import hparams, images, plots, stats, tables, versus
 from .collect import Source, discover
 
 FIGURES = "figures"
@@ -49,6 +49,7 @@ class Report:
     warnings: list[str]
     rows: list[dict] = field(default_factory=list)  # every source
     best: list[dict] = field(default_factory=list)  # one per architecture x dataset
+    versus: list[dict] = field(default_factory=list)  # per sweep: baseline vs best vs ensemble
     mcnemar: list[dict] = field(default_factory=list)
     overview: list[Figure] = field(default_factory=list)
     sweeps: list[SweepSection] = field(default_factory=list)
@@ -159,6 +160,7 @@ def build_report(results_dir, out_dir=None, data_dir=None, log=print) -> Report:
     rep = Report(results_dir, out_dir, found.sources, list(found.warnings))
     rep.rows = tables.all_rows(rep.sources)
     rep.best = tables.best_rows(rep.rows)
+    rep.versus = versus.versus_rows(rep.sources)
     by_name = {s.name: s for s in rep.sources}
     featured = [by_name[r["source"]] for r in rep.best]
     rep.mcnemar = stats.pairwise(featured)
@@ -193,15 +195,19 @@ def write_outputs(rep: Report) -> None:
     out = rep.out_dir
     tables.write_csv(rep.best, out / "comparison.csv")
     tables.write_csv(rep.rows, out / "all_runs.csv")
+    versus.write_csv(rep.versus, out / "versus.csv")
     layout.write_text(out / "comparison.md", markdown_report(rep))
     layout.write_text(out / "index.html", render(rep))
     figs = [f.path for f in all_figures(rep) if f.path]
-    rep.files = [out / "index.html", out / "comparison.md", out / "comparison.csv", out / "all_runs.csv", *figs]
+    rep.files = [out / "index.html", out / "comparison.md", out / "comparison.csv", out / "all_runs.csv",
+                 out / "versus.csv", *figs]
 
 
 def markdown_report(rep: Report) -> str:
     parts = [f"# mnist-dist results\n\nFrom `{rep.results_dir}`: {len(rep.sources)} sweeps and runs.",
              "## Best model per architecture and dataset", tables.markdown_table(rep.best), tables.NOTES,
+             "## Baseline config vs best swept config vs ensemble", versus.markdown_table(rep.versus),
+             versus.NOTES,
              "## All sweeps and runs", tables.markdown_table(rep.rows),
              "## McNemar's test between the best models", stats.markdown_table(rep.mcnemar)]
     edges = [f"- {s.source.name}: {w}" for s in rep.sweeps for w in s.edge_warnings]

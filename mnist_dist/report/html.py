@@ -6,7 +6,7 @@ import base64
 import time
 from html import escape
 
-from . import hparams, stats, tables
+from . import hparams, stats, tables, versus
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
@@ -115,9 +115,24 @@ def warnings_section(rep) -> str:
             "be read; everything else below is complete.</p></section>")
 
 
+def versus_table(rep) -> str:
+    if not rep.versus:
+        return ""
+    rows = []
+    for r in rep.versus:
+        cells = [escape(c) for c in versus.display(r)]
+        if r["beats_baseline"] is not None:
+            cells[6] = f'<span class="{"pos" if r["beats_baseline"] else "neg"}">{cells[6]}</span>'
+        rows.append(cells)
+    return ("<h3>Baseline config vs best swept config vs ensemble</h3>"
+            + table(versus.HEADERS, rows, "versus", ["", "", "", "num acc", "num acc", "num acc", "num", ""])
+            + f'<p class="note">{escape(versus.NOTES)}</p>')
+
+
 def comparison_section(rep) -> str:
     return ('<section id="comparison-section"><h2>1. Comparison: best model per architecture and dataset</h2>'
             + comparison_table(rep.best, "comparison") + f'<p class="note">{escape(tables.NOTES)}</p>'
+            + versus_table(rep)
             + f"<h3>All sweeps and runs ({len(rep.rows)})</h3>" + comparison_table(rep.rows, "all-runs")
             + "</section>")
 

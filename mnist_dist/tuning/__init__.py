@@ -1,1 +1,1 @@
-"""Sweeps: Ray Tune + Optuna over Ray Train trials."""
+"""Sweeps: Ray Tune + Optuna over trials in reused trial processes, or Ray Train DDP runs."""

@@ -49,13 +49,14 @@ def add_arguments(p) -> None:
     p.add_argument("--name", help="sweep folder name (default: ARCH-DATASET)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its folder")
     p.add_argument("--seed", type=int, help="seed for TPE and every trial's training")
-    p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about a minute)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about 20 s)")
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
     p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
                    "files {label}_{index}.png or {label}/ subfolders) instead of --dataset")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the sweep folder)")
     p.add_argument("--final-seeds", type=int, default=0, metavar="K",
-                   help="retrain the best config with K more seeds and report test mean +/- std")
+                   help="retrain the best config and the source's baseline config with K more seeds each; "
+                   "report test mean +/- std of both")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--estimate-only", action="store_true",
                    help="time a few training steps here, print how long the sweep would take, and exit")

@@ -1,7 +1,9 @@
-"""--final-seeds K: retrain the best config with K other seeds, report test mean +/- std.
+"""--final-seeds K: retrain the best config, and the source's baseline config, with K other
+seeds each; report the test accuracy of each as mean +/- std.
 
-One seed's accuracy is one sample; the spread over seeds says how much of a
-difference between two configs (or architectures) is noise."""
+One seed's accuracy is one sample; the spread over seeds says how much of a difference
+between two configs (or architectures) is noise. The baseline gets the same seeds so that
+"the sweep beat the source's config" is a claim about configs, not about one lucky seed."""
 from __future__ import annotations
 
 import shutil
@@ -9,37 +11,79 @@ import statistics
 from pathlib import Path
 
 from .. import layout
+from ..evaluation import beats_over_seeds
 from ..layout import write_csv
 from .execution import make_trainable, reuses_processes, trial_checkpoints
 from .results import evaluate_model, fetch_model, trial_row
+from .spec import baseline_point
+
+BEST, BASELINE = "best", "baseline"
+
+
+def final_configs(spec, summary: dict, base: dict) -> dict[str, dict]:
+    """{role: searched params}; every config names the same keys (a key one of them does not
+    search takes the shared value), so a trial's config says which role it is."""
+    configs = {BEST: dict(summary["best_config"])}
+    if spec.baseline_first:
+        configs[BASELINE] = baseline_point(spec)
+    keys = sorted({k for c in configs.values() for k in c})
+    full = {role: {k: c.get(k, base.get(k)) for k in keys} for role, c in configs.items()}
+    if full.get(BASELINE) == full[BEST]:  # the baseline won: its seeds are the best's
+        del full[BASELINE]
+    return full
+
+
+def role_of(config: dict, configs: dict[str, dict]) -> str:
+    return next(role for role, c in configs.items() if all(config.get(k) == v for k, v in c.items()))
+
+
+def model_dir(out: Path, role: str, seed: int) -> Path:
+    return out / (f"seed-{seed}" if role == BEST else f"{role}-seed-{seed}")
+
+
+def seed_stats(seeds: list[int], accs: dict[int, float]) -> dict:
+    values = [accs[s] for s in seeds if s in accs]
+    return {"seeds": seeds, "test_acc": values,
+            "test_acc_mean": statistics.mean(values) if values else None,
+            "test_acc_std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, concurrency: int) -> dict:
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     if "best_config" not in summary:
         return {"error": "no best config to retrain"}
     seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
+    configs = final_configs(spec, summary, base)
     out = sweep_dir / layout.FINAL
     shutil.rmtree(out, ignore_errors=True)  # a resumed sweep retrains them afresh
-    params = {**summary["best_config"], "seed": tune.grid_search(seeds)}
+    # each preset config is crossed with the seed grid: one trial per (role, seed)
+    search = BasicVariantGenerator(points_to_evaluate=list(configs.values()))
     tuner = tune.Tuner(
         make_trainable(opts, sweep_dir, base),
-        param_space=params,
-        tune_config=tune.TuneConfig(reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency),
+        param_space={**{k: None for k in configs[BEST]}, "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=len(configs),
+                                    reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=layout.FINAL, storage_path=str(sweep_dir), verbose=0,
                                   checkpoint_config=trial_checkpoints()))
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
-    rows, accs = [], []
+    rows, accs = [], {role: {} for role in configs}
     for result in tuner.fit():
         row = trial_row(result, out / layout.HISTORIES)
+        role, seed = role_of(result.config, configs), result.config["seed"]
+        row["role"] = role
         if row["status"] in layout.USABLE and row["checkpoint_path"]:
-            seed = result.config["seed"]
-            ev = evaluate_model(fetch_model(row["checkpoint_path"], out / f"seed-{seed}"), base)
-            row["test_acc"] = ev["accuracy"]
-            accs.append(ev["accuracy"])
+            ev = evaluate_model(fetch_model(row["checkpoint_path"], model_dir(out, role, seed)), base)
+            row["test_acc"] = accs[role][seed] = ev["accuracy"]
         rows.append(row)
     write_csv(rows, out / layout.TRIALS_CSV)
-    return {"seeds": seeds, "test_acc": accs,
-            "test_acc_mean": statistics.mean(accs) if accs else None,
-            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+    final = seed_stats(seeds, accs[BEST])
+    if spec.baseline_first:
+        final[BASELINE] = {"config": baseline_point(spec),
+                           **seed_stats(seeds, accs.get(BASELINE, accs[BEST]))}
+        if final["test_acc_mean"] is not None and final[BASELINE]["test_acc_mean"] is not None:
+            final["gain_over_baseline"], final["beats_baseline"] = beats_over_seeds(
+                final["test_acc_mean"], final["test_acc_std"], final[BASELINE]["test_acc_mean"],
+                final[BASELINE]["test_acc_std"])
+    return final
