@@ -30,23 +30,41 @@ def predict_proba(model: nn.Module, x: torch.Tensor, spec: InputSpec, mean: floa
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: InputSpec, mean: float,
              std: float, classes, device: torch.device | str = "cpu") -> dict:
-    from sklearn.metrics import classification_report, confusion_matrix  # slow import: only here
-
     probs = predict_proba(model, x, spec, mean, std, device)
     labels = y.cpu().numpy()
     preds = probs.argmax(1).numpy()
     # NLL of the softmax output; clamp so one confidently wrong image cannot make it inf
     loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y.cpu()))
     k = len(classes)
-    cm = confusion_matrix(labels, preds, labels=list(range(k)))
+    cm = np.bincount(labels.astype(np.int64) * k + preds, minlength=k * k).reshape(k, k)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
-    report = classification_report(labels, preds, labels=list(range(k)), target_names=list(classes),
-                                   output_dict=True, zero_division=0)
     return {"accuracy": float((preds == labels).mean()), "loss": loss, "n": int(len(labels)),
             "classes": list(classes), "confusion_matrix": cm.tolist(),
             "per_class_accuracy": {c: float(a) for c, a in zip(classes, per_class)},
-            "classification_report": report, "probabilities": probs.numpy(),
+            "classification_report": classification_report(cm, classes), "probabilities": probs.numpy(),
             "labels": labels, "predictions": preds}
+
+
+def classification_report(cm: np.ndarray, classes) -> dict:
+    """Precision, recall, F1 and support per class, their macro and support-weighted means, and
+    the accuracy, from the confusion matrix (rows true, columns predicted); a class never
+    predicted or never present scores 0 there. The layout of scikit-learn's
+    classification_report(output_dict=True), without its 1.2 s import."""
+    tp = cm.diagonal().astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    report = {c: {"precision": float(p), "recall": float(r), "f1-score": float(f), "support": float(n)}
+              for c, p, r, f, n in zip(classes, precision, recall, f1, support)}
+    total = float(support.sum())
+    report["accuracy"] = float(tp.sum() / total) if total else 0.0
+    weights = support / total if total else np.zeros_like(tp)
+    for name, w in (("macro avg", np.full(len(tp), 1 / len(tp))), ("weighted avg", weights)):
+        report[name] = {"precision": float((precision * w).sum()), "recall": float((recall * w).sum()),
+                        "f1-score": float((f1 * w).sum()), "support": total}
+    return report
 
 
 def save_evaluation(ev: dict, out_dir: Path) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mnist_dist.cli import main  # noqa: E402
+from mnist_dist.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["sweep", *sys.argv[1:]]))
+    entry(["sweep", *sys.argv[1:]])

@@ -64,6 +64,20 @@ def load_data(cfg: TrainConfig) -> Dataset:
     return ds
 
 
+_LOADED: dict[tuple, Dataset] = {}
+
+
+def cached_data(cfg: TrainConfig) -> Dataset:
+    """load_data, kept for the next caller with the same data: a reused trial process serves
+    many trials, and a sweep's driver evaluates the best model, the ensemble and every final
+    seed (each load decompresses the whole dataset). One dataset at a time."""
+    key = (cfg.images, cfg.dataset, cfg.data_dir, cfg.test_limit)
+    if key not in _LOADED:
+        _LOADED.clear()  # a different dataset: free the old one
+        _LOADED[key] = load_data(cfg)
+    return _LOADED[key]
+
+
 def train_val_indices(cfg: TrainConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     train_idx, val_idx = split_indices(n, cfg.val_fraction, cfg.seed)
     if cfg.train_limit:  # keep the validation share of the smaller set

@@ -16,7 +16,7 @@ import torch
 from .. import layout
 from ..evaluation import discordant, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
 from ..models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
-from .results import fetch_model
+from .results import fetch_model, sweep_data
 
 MAX_MEMBERS = 5
 
@@ -39,9 +39,6 @@ def validation_accuracy(models: list, payload: dict, data, base: dict) -> float:
 
 def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict, best: dict) -> dict | None:
     """Choose k on validation, save and evaluate the ensemble; None with fewer than 2 trials."""
-    from ..config import TrainConfig
-    from ..training.loop import load_data
-
     candidates = ranked(rows, spec.metric, spec.mode)[:MAX_MEMBERS]
     if len(candidates) < 2:
         return None
@@ -50,7 +47,7 @@ def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict, best: di
     paths = [fetch_model(r["checkpoint_path"], out / "members" / r["trial_id"]) for r in candidates]
     models = [load_model(p)[0] for p in paths]
     payload = load_payload(paths[0])
-    data = load_data(TrainConfig.from_dict(base))
+    data = sweep_data(base)
     val = [validation_accuracy(models[:k], payload, data, base) for k in range(1, len(models) + 1)]
     k = max(range(len(val)), key=lambda i: (val[i], -i)) + 1  # ties: fewer members
     ensemble = Ensemble(models[:k])

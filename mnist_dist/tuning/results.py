@@ -109,13 +109,18 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
     return dest / layout.MODEL
 
 
+def sweep_data(base: dict):
+    """The data the sweep's trials trained on (loaded once per driver)."""
+    from ..config import TrainConfig
+    from ..training.loop import cached_data
+
+    return cached_data(TrainConfig.from_dict(base))
+
+
 def evaluate_model(model_path: Path, base: dict) -> dict:
     """The model on the test split of the data its sweep trained on (a dataset or an image
     folder, cut to test_limit as the trials were)."""
-    from ..config import TrainConfig
-    from ..training.loop import load_data
-
-    return evaluate_checkpoint(model_path, load_data(TrainConfig.from_dict(base)))
+    return evaluate_checkpoint(model_path, sweep_data(base))
 
 
 def forgotten_trials(grid, sweep_dir: Path, searched) -> list:

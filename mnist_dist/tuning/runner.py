@@ -142,7 +142,7 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     if not opts.resume:
         save_json(resolved, sweep_dir / layout.CONFIG_JSON)
         _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
-    if opts.verbose and not opts.resume:
+    if opts.verbose and not opts.resume and not opts.smoke_test:  # a smoke test takes seconds anyway
         print(preflight(spec, opts, base)["message"], flush=True)
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)

@@ -22,20 +22,8 @@ from ray import tune
 from .. import layout
 from ..config import TrainConfig
 from ..models.checkpoint import atomic_save
-from ..training.loop import EpochRun, Trainer, load_data
+from ..training.loop import EpochRun, Trainer, cached_data
 from .events import completed_trials
-
-# One actor serves many trials, usually of one dataset: keep what was loaded.
-_DATA: dict[tuple, object] = {}
-
-
-def cached_data(cfg: TrainConfig):
-    key = (cfg.images, cfg.dataset, cfg.data_dir, cfg.test_limit)
-    if key not in _DATA:
-        _DATA.clear()  # a different dataset: free the old one
-        _DATA[key] = load_data(cfg)
-    return _DATA[key]
-
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
     """The latest checkpoint folder a trial wrote (Tune keeps one, briefly two)."""
