@@ -147,9 +147,10 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     ray = init_ray(opts)
+    earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     t0 = time.time()
     grid = make_tuner(spec, opts, sweep_dir, ray, base).fit()
-    summary = collect(grid, spec, opts, sweep_dir, base, wall_time=time.time() - t0)
+    summary = collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
     if "best_trial" in summary and not summary.get("interrupted"):
         from .ensemble import build_ensemble
         from .results import read_rows
@@ -160,9 +161,20 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
             save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     if opts.final_seeds and not summary.get("interrupted"):
         limit = concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)
+        t0 = time.time()
         summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, base, limit)
+        summary["final_seeds"]["wall_time_s"] = time.time() - t0
         save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     return summary
+
+
+def previous_wall_time(sweep_dir: Path) -> float:
+    """The search time a resumed sweep had already spent (its last summary.json; a driver
+    killed before writing one leaves 0), so summary.json's wall time covers the whole search."""
+    try:
+        return float(json.loads((sweep_dir / layout.SUMMARY_JSON).read_text()).get("wall_time_s") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def preflight(spec: SweepSpec, opts: SweepOptions, base: dict) -> dict:
