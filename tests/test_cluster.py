@@ -226,7 +226,7 @@ def test_embedded_ray_finds_its_own_state_api_beside_another_ray(two_nodes):
 def test_autoscaler_adds_a_node_for_a_sweep(tmp_path):
     """cluster.yaml's shape in small: a head with no CPU for training and no worker nodes. A
     sweep with --max-concurrent 1 starts anyway (on an --address cluster the limit is taken as
-    given), its trial's Train worker waits for a CPU, the autoscaler launches a worker node,
+    given), its trial process waits for a CPU, the autoscaler launches a worker node,
     and the trial runs there. Autoscaler v1: v2 (what `ray up` runs) cannot load the fake
     provider from Ray 2.60's wheel, which lacks the provider's defaults file
     fake_multi_node/example.yaml (FileNotFoundError in the monitor)."""
