@@ -348,7 +348,8 @@ def test_report_builds_from_a_run_folder_without_training(mnist, tmp_path):
 def versus_source(name: str, final: dict | None, ensemble: dict | None = None, arch: str = "lenet5"):
     from mnist_dist.report.collect import Source
 
-    summary = {"kind": "sweep", "arch": arch, "dataset": "mnist", "test_acc": 0.991}
+    summary = {"kind": "sweep", "arch": arch, "dataset": "mnist", "test_acc": 0.991, "trials_run": 20,
+               "wall_time_s": 504.0}
     if final is not None:
         summary["final_seeds"] = final
     if ensemble is not None:
@@ -368,7 +369,8 @@ def test_versus_table_says_whether_the_sweep_beat_its_baseline():
     seeds; 'beats' only when the gain exceeds twice the larger standard deviation."""
     from mnist_dist.report import versus
 
-    clear = versus_source("clear", seeds_block([0.9940, 0.9942, 0.9938], baseline=seeds_block([0.9890, 0.9892, 0.9888])),
+    clear = versus_source("clear", seeds_block([0.9940, 0.9942, 0.9938], baseline=seeds_block([0.9890, 0.9892, 0.9888]),
+                                               wall_time_s=270.0),
                           {"test_acc": 0.9951, "k": 3})
     noisy = versus_source("noisy", seeds_block([0.9940, 0.9930, 0.9950], baseline=seeds_block([0.9925, 0.9935, 0.9930])))
     single = versus_source("single", None)
@@ -380,6 +382,7 @@ def test_versus_table_says_whether_the_sweep_beat_its_baseline():
     cells = dict(zip(versus.HEADERS, versus.display(rows["clear"])))
     assert cells["Baseline config"] == "98.90 ± 0.02% (n=3)" and cells["Best swept config"] == "99.40 ± 0.02% (n=3)"
     assert cells["Sweep ensemble"] == "99.51% (k=3)" and cells["Best - baseline"] == "+0.50 pp, beats"
+    assert cells["Sweep"] == "clear (20 trials, 8.4 min, seeds 4.5 min)"
     assert dict(zip(versus.HEADERS, versus.display(rows["noisy"])))["Best - baseline"] == "+0.10 pp, within 2 std"
     single_cells = dict(zip(versus.HEADERS, versus.display(rows["single"])))
     assert single_cells["Best swept config"] == "99.10% (one seed)"

@@ -38,7 +38,8 @@ def versus_row(src: Source) -> dict:
            "published_acc": pub_acc, "best": best, "baseline": baseline,
            "best_single": accuracy(s.get("test_acc")),  # seed 0, when no seeds were retrained
            "ensemble_acc": accuracy(ens.get("test_acc")), "ensemble_k": ens.get("k"),
-           "gain": None, "beats_baseline": None}
+           "gain": None, "beats_baseline": None, "trials": s.get("trials_run"),
+           "wall_time_s": num(s.get("wall_time_s")), "seeds_wall_time_s": num(final.get("wall_time_s"))}
     if best and baseline:
         row["gain"], row["beats_baseline"] = beats_over_seeds(best["mean"], best["std"], baseline["mean"],
                                                               baseline["std"])
@@ -65,7 +66,20 @@ def display(row: dict) -> list[str]:
     else:
         gain = f"{100 * row['gain']:+.2f} pp, " + ("beats" if row["beats_baseline"] else "within 2 std")
     return [row["arch"], row["dataset"], row["published"] or "-", fmt_seeds(row["baseline"]), best, ens, gain,
-            row["source"]]
+            fmt_sweep(row)]
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def fmt_sweep(row: dict) -> str:
+    """The sweep's name, trials and wall time (search, then the final seeds)."""
+    parts = [f"{row['trials']} trials" if row["trials"] is not None else None,
+             minutes(row["wall_time_s"]) if row["wall_time_s"] is not None else None,
+             f"seeds {minutes(row['seeds_wall_time_s'])}" if row["seeds_wall_time_s"] is not None else None]
+    detail = ", ".join(p for p in parts if p)
+    return f"{row['source']} ({detail})" if detail else row["source"]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -76,7 +90,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CSV_KEYS = ("arch", "dataset", "source", "published_acc", "baseline_mean", "baseline_std", "baseline_seeds",
+CSV_KEYS = ("arch", "dataset", "source", "trials", "wall_time_s", "seeds_wall_time_s", "published_acc", "baseline_mean", "baseline_std", "baseline_seeds",
             "best_mean", "best_std", "best_seeds", "best_single", "ensemble_acc", "ensemble_k", "gain",
             "beats_baseline")
 
