@@ -69,16 +69,8 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
     # --final-seeds 2: the best config retrained with two other seeds, each model saved and
     # evaluated; the figures are those models' test accuracies, their mean and spread.
     final = summary["final_seeds"]
-    assert final["seeds"] == [1000, 2000] and len(final["test_acc"]) == 2
-    for seed, acc in zip(final["seeds"], final["test_acc"]):
-        model, payload = load_model(smoke_sweep / "final" / f"seed-{seed}" / "model.pt")
-        assert payload["config"]["seed"] == seed
-        assert {k: payload["config"][k] for k in summary["best_config"]} == summary["best_config"]
-        ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
-                      mnist.std, mnist.classes)
-        assert ev["accuracy"] == acc
-    assert final["test_acc_mean"] == pytest.approx(statistics.mean(final["test_acc"]))
-    assert final["test_acc_std"] == pytest.approx(statistics.stdev(final["test_acc"]))
+    assert final["seeds"] == [1000, 2000]
+    check_seed_models(smoke_sweep / "final", "seed", final, summary["best_config"], mnist)
     # ... and the source's baseline config with the same seeds, unless it was the best
     baseline = final["baseline"]
     assert baseline["config"] == baseline_point(load_spec("lenet5")) and baseline["seeds"] == final["seeds"]
@@ -87,14 +79,7 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
         assert baseline["test_acc"] == final["test_acc"] and {r["role"] for r in final_rows} == {"best"}
     else:
         assert sorted(r["role"] for r in final_rows) == ["baseline", "baseline", "best", "best"]
-        for seed, acc in zip(baseline["seeds"], baseline["test_acc"]):
-            model, payload = load_model(smoke_sweep / "final" / f"baseline-seed-{seed}" / "model.pt")
-            assert payload["config"]["seed"] == seed
-            assert {k: payload["config"][k] for k in baseline["config"]} == baseline["config"]
-            ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
-                          mnist.std, mnist.classes)
-            assert ev["accuracy"] == acc
-        assert baseline["test_acc_mean"] == pytest.approx(statistics.mean(baseline["test_acc"]))
+        check_seed_models(smoke_sweep / "final", "baseline-seed", baseline, baseline["config"], mnist)
     assert final["gain_over_baseline"] == pytest.approx(final["test_acc_mean"] - baseline["test_acc_mean"])
     # config.yaml is config.json; events.jsonl has each trial's start and end; the best
     # model's predictions are the evaluation's.
@@ -106,6 +91,40 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
     arrays = np.load(smoke_sweep / "best" / "predictions.npz")
     assert arrays["probabilities"].shape == (500, 10)
     assert (arrays["predictions"] == arrays["labels"]).mean() == pytest.approx(summary["test_acc"])
+
+
+def check_seed_models(folder: Path, prefix: str, block: dict, config: dict, mnist) -> None:
+    """--final-seeds: each seed's model saved with its config and seed; the block's
+    accuracies are those models' on the test images, with their mean and spread."""
+    assert len(block["test_acc"]) == len(block["seeds"])
+    for seed, acc in zip(block["seeds"], block["test_acc"]):
+        model, payload = load_model(folder / f"{prefix}-{seed}" / "model.pt")
+        assert payload["config"]["seed"] == seed
+        assert {k: payload["config"][k] for k in config} == config
+        ev = evaluate(model, mnist.test_x[:500], mnist.test_y[:500], input_spec(payload), mnist.mean,
+                      mnist.std, mnist.classes)
+        assert ev["accuracy"] == acc
+    assert block["test_acc_mean"] == pytest.approx(statistics.mean(block["test_acc"]))
+    assert block["test_acc_std"] == pytest.approx(statistics.stdev(block["test_acc"]))
+
+
+def test_final_seeds_train_the_best_and_the_baseline_config_apart():
+    """The configs --final-seeds retrains: the best and the source's baseline, each naming
+    every key either searches (so a trial's config says which it is); one when they agree."""
+    from mnist_dist.tuning.final import final_configs, role_of
+
+    spec = load_spec("lenet5")
+    base = {"momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}
+    best = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.0,
+            "batch_size": 64, "lr_schedule": "cosine", "warmup_epochs": 1.0, "augment": "light",
+            "label_smoothing": 0.1}
+    configs = final_configs(spec, {"best_config": best}, base)
+    assert set(configs) == {"best", "baseline"} and configs["best"] == best
+    assert configs["baseline"] == {**baseline_point(spec), "momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}
+    for role, config in configs.items():
+        assert role_of({**config, "seed": 1000}, configs) == role
+    same = final_configs(spec, {"best_config": baseline_point(spec)}, base)
+    assert list(same) == ["best"]
 
 
 def write_spec(path: Path, **spec) -> Path:
