@@ -43,14 +43,17 @@ class Progress:
 
     def __init__(self, total: int, desc: str = "", unit: str = " it", stream: TextIO | None = None,
                  live: bool | None = None, every: float = 30.0, leave: bool = True,
-                 unit_scale: bool = True):
+                 unit_scale: bool = True, initial: int = 0):
         self.stream = stream or sys.stdout
         self.live = is_terminal(self.stream) if live is None else live
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.unit_scale = unit_scale  # rates as "2.11k" rather than "2110.52"
-        self.done, self.postfix, self.lines, self._printed = 0, "", 0, None
+        # initial: units done before this display started (a resumed sweep's finished
+        # trials); they count towards the total but not towards the rate and the ETA
+        self.initial = initial
+        self.done, self.postfix, self.lines, self._printed = initial, "", 0, None
         self.start = self._last_line = time.monotonic()
-        self._bar = (tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=leave,
+        self._bar = (tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=leave, initial=initial,
                           unit_scale=unit_scale, dynamic_ncols=True, mininterval=LIVE_REFRESH_S,
                           smoothing=0, bar_format=BAR_FORMAT) if self.live else None)
 
@@ -61,7 +64,8 @@ class Progress:
     @property
     def rate(self) -> float | None:
         """Units per second since the start (None before the first unit)."""
-        return self.done / self.elapsed if self.done and self.elapsed > 0 else None
+        done = self.done - self.initial
+        return done / self.elapsed if done > 0 and self.elapsed > 0 else None
 
     @property
     def remaining_s(self) -> float | None:
@@ -87,7 +91,7 @@ class Progress:
     def line(self) -> str:
         """The plain-text state, as the non-terminal lines show it."""
         return tqdm.format_meter(self.done, self.total, self.elapsed, prefix=self.desc, unit=self.unit,
-                                 unit_scale=self.unit_scale, bar_format=LINE_FORMAT,
+                                 unit_scale=self.unit_scale, bar_format=LINE_FORMAT, initial=self.initial,
                                  postfix=self.postfix or None)
 
     def close(self) -> None:

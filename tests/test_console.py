@@ -49,6 +49,29 @@ def test_sweep_progress_shows_trials_and_ends_at_100_percent(live):
         assert "trial 2/3 t1: stopped by ASHA after 2 epoch(s), best_val_acc 0.8000" in text
 
 
+def test_resumed_sweep_progress_counts_the_trials_that_had_ended(monkeypatch):
+    """Tune pickles the callback with the sweep and `--resume` unpickles it: the display must
+    start at the trials that ended before (3 of 5 here), on the new process's stdout."""
+    import pickle
+
+    before = SweepProgress(5, "best_val_acc", "max", stream=io.StringIO(), live=False)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    resumed = pickle.loads(pickle.dumps(before))
+    ended = [SimpleNamespace(trial_id=f"t{i}", status=status, last_result={"status": s, "best_val_acc": acc})
+             for i, (status, s, acc) in enumerate([("TERMINATED", "completed", 0.98),
+                                                   ("TERMINATED", "stopped_by_scheduler", 0.91),
+                                                   ("ERROR", "running", 0.5), ("PENDING", "running", 0.99)])]
+    resumed.on_step_begin(0, ended)
+    resumed.on_trial_start(0, ended, ended[3])
+    t = fake_trial("t4", status="completed", epoch=3, best_val_acc=0.97)
+    resumed.on_trial_complete(0, ended, t)
+    resumed.on_experiment_end(ended)
+    text = out.getvalue()
+    assert "trial 4/5 t4: completed after 3 epoch(s)" in text
+    assert "4/5 trials" in text and "stopped 1, failed 1" in text and "best_val_acc=0.9900" in text
+
+
 def write_spec(path: Path, **spec) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path

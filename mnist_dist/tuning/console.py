@@ -46,8 +46,44 @@ class SweepProgress(Callback):
         self.running: set[str] = set()
         self.best = None
         self.live = is_terminal(self.stream) if live is None else live
-        self.bar = Progress(total, desc="trials", unit=" trials", stream=self.stream, every=30.0,
-                            unit_scale=False, live=self.live)
+        self.total, self.started = total, False
+        self._bar: Progress | None = None
+
+    @property
+    def bar(self) -> Progress:
+        """Made when first needed, so a resumed sweep's display starts at its finished trials."""
+        if self._bar is None:
+            self._bar = Progress(self.total, desc="trials", unit=" trials", stream=self.stream, every=30.0,
+                                 unit_scale=False, live=self.live, initial=self.counts["done"])
+        return self._bar
+
+    # Tune pickles its callbacks with the sweep and `--resume` unpickles them: the display
+    # then starts afresh, on this process's console, and recounts on the first step.
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_bar", "stream")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.stream, self.started, self._bar = sys.stdout, False, None
+        self.live = is_terminal(self.stream)
+
+    def on_step_begin(self, iteration, trials, **info):
+        """The first step sees every trial the run knows: on `--resume`, those that ended
+        before count as done (and not towards the rate), those restarted as running."""
+        if self.started:
+            return
+        self.started = True
+        self.counts = {"done": 0, "stopped": 0, "failed": 0}
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR"):
+                status = layout.FAILED if trial.status == "ERROR" else (
+                    ended_status((trial.last_result or {}).get("status")) or layout.FAILED)
+                self._count(status)
+            value = (trial.last_result or {}).get(self.metric)
+            if better(value, self.best, self.mode):
+                self.best = value
+        if self.counts["done"]:
+            self._refresh()
 
     def _refresh(self) -> None:
         best = "-" if self.best is None else f"{self.best:.4f}"
@@ -73,9 +109,7 @@ class SweepProgress(Callback):
 
     def _finish(self, trial, status: str, last: dict) -> None:
         self.running.discard(trial.trial_id)
-        self.counts["done"] += 1
-        self.counts["stopped"] += status == layout.STOPPED_BY_SCHEDULER
-        self.counts["failed"] += status in (layout.FAILED, layout.DIVERGED)
+        self._count(status)
         if not self.live:  # in a log, one line per finished trial says what happened
             value = last.get(self.metric)
             shown = "-" if value is None else f"{value:.4f}"
@@ -83,7 +117,13 @@ class SweepProgress(Callback):
                   f"after {last.get('epoch', 0)} epoch(s), {self.metric} {shown}", file=self.stream, flush=True)
         self._refresh()
 
+    def _count(self, status: str) -> None:
+        self.counts["done"] += 1
+        self.counts["stopped"] += status == layout.STOPPED_BY_SCHEDULER
+        self.counts["failed"] += status in (layout.FAILED, layout.DIVERGED)
+
     def on_experiment_end(self, trials, **info):
+        self.on_step_begin(0, trials)  # a resumed sweep with nothing left to run has no step
         if not self.live and not self.bar.lines:  # a short sweep in a log still ends on its tally
             print(self.bar.line(), file=self.stream, flush=True)
         self.bar.close()
