@@ -72,6 +72,22 @@ def test_resumed_sweep_progress_counts_the_trials_that_had_ended(monkeypatch):
     assert "4/5 trials" in text and "stopped 1, failed 1" in text and "best_val_acc=0.9900" in text
 
 
+def test_progress_pickled_by_the_previous_version_still_resumes(monkeypatch):
+    """A sweep started before the display learnt to resume pickled the whole object (its
+    bar included, no `total`): `--resume` must still show it, not crash in Tune's callback."""
+    from mnist_dist.progress import Progress
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    old = object.__new__(SweepProgress)
+    old.__setstate__({"metric": "best_val_acc", "mode": "max", "counts": {"done": 0, "stopped": 0, "failed": 0},
+                      "running": set(), "best": None, "live": False,
+                      "bar": Progress(7, desc="trials", stream=io.StringIO(), live=False)})
+    old.on_experiment_end([SimpleNamespace(trial_id="t0", status="TERMINATED",
+                                           last_result={"status": "completed", "best_val_acc": 0.9})])
+    assert "1/7 trials" in out.getvalue()
+
+
 def write_spec(path: Path, **spec) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path

@@ -63,7 +63,9 @@ class SweepProgress(Callback):
         return {k: v for k, v in self.__dict__.items() if k not in ("_bar", "stream")}
 
     def __setstate__(self, state):
+        old_bar = state.pop("bar", None)  # pickled by an older version, display and all
         self.__dict__.update(state)
+        self.total = state.get("total", getattr(old_bar, "total", 0))
         self.stream, self.started, self._bar = sys.stdout, False, None
         self.live = is_terminal(self.stream)
 
