@@ -16,14 +16,9 @@ import torch
 from .. import layout
 from ..evaluation import discordant, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
 from ..models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
-from .results import fetch_model, sweep_data
+from .results import fetch_model, ranked, sweep_data
 
 MAX_MEMBERS = 5
-
-
-def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
-    usable = [r for r in rows if r["status"] in layout.USABLE and r["checkpoint_path"] and r.get(metric) is not None]
-    return sorted(usable, key=lambda r: r[metric], reverse=mode == "max")
 
 
 def validation_accuracy(models: list, payload: dict, data, base: dict) -> float:
