@@ -71,6 +71,9 @@ class Node:
                 pass
 
 
+TRIAL_ACTORS = ("EpochTrainable", "RayTrainWorker", "TrainController")
+
+
 class LocalCluster:
     """A Ray cluster of `ray start` nodes on this host, isolated from other Ray instances:
     its own temp dir (so `ray.init()` elsewhere never finds it), free ports, its own token."""
@@ -139,7 +142,13 @@ class LocalCluster:
                                   "--resources", json.dumps(resources or {})], self.env)
 
     def sweep(self, args: list[str], log: Path) -> subprocess.Popen:
-        """Start `sweeps/run.py ARGS --address ...` (the sweep's driver) in the background."""
+        """Start `sweeps/run.py ARGS --address ...` (the sweep's driver) in the background,
+        once the trial processes of earlier sweeps are gone: Ray ends a finished (or killed)
+        driver's actors a little later, longer on a loaded machine, and one still holding
+        a node's CPU would put both of the next sweep's trials on the other node."""
+        deadline = time.time() + 120
+        while any(self.actors(name) for name in TRIAL_ACTORS) and time.time() < deadline:
+            time.sleep(0.5)
         proc = subprocess.Popen(RUN + args + ["--address", self.address, "--quiet"], env=self.env,
                                 stdout=open(log, "a"), stderr=subprocess.STDOUT)
         proc.log = log
