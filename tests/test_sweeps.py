@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -143,6 +144,22 @@ def test_tied_trials_rank_the_same_however_tune_lists_them():
         assert [r["trial_id"] for r in ranked(order, "best_val_acc", "max")] == ["b", "g", "c", "a", "d"]
         assert pick_best(order, "best_val_acc", "max")["trial_id"] == "b"
     assert [r["trial_id"] for r in ranked(rows, "best_val_loss", "min")] == ["d", "b", "g", "c", "a", "f"]
+
+
+def test_a_replaced_checkpoint_is_read_from_the_newest_beside_it(tmp_path):
+    """A DDP trial that ASHA stopped may write the next epoch's checkpoint (replacing the one
+    its last result names) before the stop reaches it; the sweep's ensemble once failed on
+    the missing folder. The newest checkpoint beside it holds the trial's best model."""
+    from mnist_dist.tuning.results import fetch_model
+
+    trial = tmp_path / "train-abc"
+    for name, content in (("checkpoint_2026-11-25_20-43-22", b"epoch 1"), ("checkpoint_2026-11-25_20-43-25", b"epoch 2")):
+        (trial / name).mkdir(parents=True)
+        (trial / name / "model.pt").write_bytes(content)
+    shutil.rmtree(trial / "checkpoint_2026-11-25_20-43-22")
+    out = fetch_model(str(trial / "checkpoint_2026-11-25_20-43-22"), tmp_path / "copy")
+    assert out.read_bytes() == b"epoch 2"
+    assert fetch_model(str(trial / "checkpoint_2026-11-25_20-43-25"), tmp_path / "again").read_bytes() == b"epoch 2"
 
 
 def write_spec(path: Path, **spec) -> Path:

@@ -157,8 +157,10 @@ def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint:
     if "test_acc" in summary:
         out.append(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_metric']:.4f}, "
                    f"test accuracy {summary['test_acc']:.4f} -> {sweep_dir / 'best' / 'model.pt'}")
-        if summary.get("ensemble"):
-            e = summary["ensemble"]
+        e = summary.get("ensemble") or {}
+        if e.get("error"):
+            out.append(e["error"])
+        elif e:
             out.append(f"ensemble of the {e['k']} best (k chosen on validation): test accuracy {e['test_acc']:.4f} "
                        f"(McNemar p={e['mcnemar_vs_best_single']['p_value']:.3f} against the best trial) "
                        f"-> {e['model']}")

@@ -113,9 +113,18 @@ def pick_best(rows: list[dict], metric: str, mode: str) -> dict | None:
 
 
 def fetch_model(checkpoint_path: str, dest: Path) -> Path:
-    """Copy the trial's best model out of its Train checkpoint (local path or cloud URI)."""
+    """Copy the trial's best model out of its Train checkpoint (local path or cloud URI).
+
+    A checkpoint keeps the trial's best model so far, and a trial keeps one checkpoint. A DDP
+    trial stopped by ASHA may have written the next epoch's before the stop reached it,
+    replacing the one its last result names: the newest one beside it is then used."""
     import ray.train
 
+    local = Path(checkpoint_path)
+    if "://" not in checkpoint_path and not (local / layout.MODEL).is_file():
+        newer = sorted(p.parent for p in local.parent.glob(f"checkpoint_*/{layout.MODEL}"))
+        if newer:
+            checkpoint_path = str(newer[-1])
     dest.mkdir(parents=True, exist_ok=True)
     with ray.train.Checkpoint(checkpoint_path).as_directory() as d, open(Path(d) / layout.MODEL, "rb") as src:
         layout.atomic_write(dest / layout.MODEL, lambda f: shutil.copyfileobj(src, f), binary=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -155,7 +156,11 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         from .ensemble import build_ensemble
         from .results import read_rows
 
-        ensemble = build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary)
+        try:
+            ensemble = build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary)
+        except (OSError, RuntimeError, ValueError) as e:  # the sweep's results stand without it
+            ensemble = {"error": f"no ensemble: {type(e).__name__}: {e}"}
+            print(f"warning: {ensemble['error']}", file=sys.stderr, flush=True)
         if ensemble:
             summary["ensemble"] = ensemble
             save_json(summary, sweep_dir / layout.SUMMARY_JSON)
