@@ -75,7 +75,7 @@ def entry(argv: list[str] | None = None) -> None:
         code = main(argv)
     except BrokenPipeError:  # `mnist-dist models | head`: the reader has all it wanted
         os._exit(141)  # what a shell reports for SIGPIPE
-    if "ray" in sys.modules:
+    if sys.modules.get("ray") is not None:  # Ray was imported (None: it was blocked)
         from .tuning.ray_setup import stop_ray
 
         stop_ray()

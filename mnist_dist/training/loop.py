@@ -161,7 +161,8 @@ def node_ids() -> str:
 
 def all_sum(*values: torch.Tensor) -> list[float]:
     """Sum scalars over all workers (one collective), returned as Python floats."""
-    t = torch.stack([v.detach().float() for v in values])
+    device = values[0].device  # the first is the device's (NCCL reduces CUDA tensors only)
+    t = torch.stack([v.detach().float().to(device) for v in values])
     if world()[1] > 1:
         dist.all_reduce(t)
     return t.tolist()
@@ -173,6 +174,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, data: Dataset):
         self.cfg, self.device, self.data = cfg, device, data
         self.rank, self.world_size = world()
+        if device.type == "cuda":  # fixed batch shapes: cuDNN times its kernels once, then uses the fastest
+            torch.backends.cudnn.benchmark = True
         self.entry = get_entry(cfg.arch)
         self.train_idx, self.val_idx = train_val_indices(cfg, len(data.train_x))
         # Each worker holds the whole (small) uint8 dataset and reads its own slice.
