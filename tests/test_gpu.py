@@ -40,6 +40,14 @@ def test_amp_uses_bf16_without_a_scaler_and_learns(mnist):
     assert m["status"] == "completed" and m["val_acc"] > 0.85  # fp32 on the CPU: 0.92
 
 
+def test_amp_auto_is_on_only_where_it_is_faster(mnist):
+    """`amp: auto` (the default): bf16 for cnn_bn and alexnet, fp32 for the small models,
+    which autocast made slower on an H200; an explicit value wins."""
+    picked = {a: Trainer(small(a), CUDA, mnist).use_amp for a in ("lenet5", "mlp", "cnn_bn")}
+    assert picked == {"lenet5": False, "mlp": False, "cnn_bn": True}
+    assert not Trainer(small("cnn_bn", amp=False), CUDA, mnist).use_amp
+
+
 def test_fp16_scales_the_loss_and_resumes_with_the_scale(mnist, monkeypatch):
     """A GPU without bf16 (before Ampere) trains in fp16 with a GradScaler; its scale is part
     of the resume state."""

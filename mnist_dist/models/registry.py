@@ -25,6 +25,11 @@ class ModelEntry:
     published_acc: float | None = None  # as a fraction, for report comparisons
     published_dataset: str = "mnist"
     notes: dict = field(default_factory=dict)
+    # Whether mixed precision (bf16 autocast) trains it faster on a GPU: what `amp: auto`
+    # picks. Measured on an H200 (docs/performance.md#gpu): the small models are bound by
+    # kernel launches, and autocast's casts made them 12-23% slower; cnn_bn and alexnet
+    # gained 1.3x.
+    amp: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -37,10 +42,10 @@ class UnknownModelError(KeyError):
 
 def register(name: str, *, input: InputSpec, baseline: dict, published: str, description: str,
              dropout: float | None = None, published_acc: float | None = None,
-             published_dataset: str = "mnist"):
+             published_dataset: str = "mnist", amp: bool = False):
     def wrap(fn):
         _REGISTRY[name] = ModelEntry(name, fn, input, baseline, published, description,
-                                     dropout, published_acc, published_dataset)
+                                     dropout, published_acc, published_dataset, amp=amp)
         return fn
     return wrap
 

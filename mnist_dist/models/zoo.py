@@ -86,7 +86,7 @@ def _bn_dense(cin: int, cout: int, dropout: float) -> list[nn.Module]:
 
 
 @register("cnn_bn", input=MNIST28, published="99.53% test (MNIST), loss 0.0144", published_acc=0.9953,
-          dropout=0.5, description="3 Conv-BN blocks (32x2, 64x2, 128) with pooling and dropout "
+          dropout=0.5, amp=True, description="3 Conv-BN blocks (32x2, 64x2, 128) with pooling and dropout "
           "-> Dense(256)-BN -> Dense(128)-BN -> Dense(10)",
           baseline={**ADAM, "epochs": 30, "batch_size": 128, "early_stopping_monitor": "val_loss",
                     "early_stopping_patience": 5, "lr_plateau_factor": 0.5, "lr_plateau_patience": 3})
@@ -101,7 +101,7 @@ def cnn_bn(num_classes=10, dropout=0.5):
 
 
 @register("alexnet", input=ALEXNET227, published="converges despite over-parameterisation (no number)",
-          dropout=0.5, description="AlexNet: Conv(96,11x11,s4)-Pool-Conv(256,5x5)-Pool-Conv(384)"
+          dropout=0.5, amp=True, description="AlexNet: Conv(96,11x11,s4)-Pool-Conv(256,5x5)-Pool-Conv(384)"
           "-Conv(384)-Conv(256)-Pool -> Dense(4096)-Dense(4096) -> Dense(10), 227x227x3 input",
           baseline={"optimizer": "adam", "lr": 1e-4, "epochs": 5, "batch_size": 32,
                     "early_stopping_monitor": "train_acc", "early_stopping_patience": 2})
