@@ -54,25 +54,6 @@ def test_epoch_loss_and_accuracy_match_a_direct_computation(mnist):
     assert acc == pytest.approx((out.argmax(1) == mnist.train_y[idx]).float().mean().item())
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "cnn_bn", "alexnet"])
-def test_inputs_made_once_are_those_made_per_batch(mnist, arch):
-    """Without augmentation the whole training set is converted once (padded to 32x32 for
-    lenet5); alexnet's 227x227x3 set would not fit and is still made batch by batch."""
-    from mnist_dist.training import loop
-
-    cfg = resolve(arch, {"train_limit": 64})
-    trainer = loop.Trainer(cfg, torch.device("cpu"), mnist)
-    assert (trainer.prepared is None) == (arch == "alexnet")
-    idx = torch.tensor([0, 5, 59999, 123])
-    x, y = trainer.batch(idx)
-    trainer.prepared = None  # the per-batch path
-    x2, y2 = trainer.batch(idx)
-    assert x.shape == x2.shape == (4, *trainer.entry.input.shape)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    augmented = loop.Trainer(resolve(arch, {"train_limit": 64, "augment": "light"}), torch.device("cpu"), mnist)
-    assert augmented.prepared is None  # a different input every epoch: nothing to keep
-
-
 @pytest.mark.slow  # trains
 def test_early_stopping_stops_after_patience_epochs():
     # lr so small that nothing changes: val_acc never improves after epoch 1

@@ -33,12 +33,6 @@ from ..models.checkpoint import model_payload
 from .reporting import Reporter, make_reporter
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
-# Without augmentation every epoch feeds the model the same float inputs: they are made once
-# (and kept on the device) when they take at most this much memory, e.g. MNIST at 32x32,
-# 246 MB; never for alexnet's 227x227x3 (37 GB). On a GPU the per-step uint8 -> float
-# conversion is a few more kernel launches in a launch-bound loop: 7-11% of lenet5's
-# training speed on an H200 (docs/performance.md).
-PREPARED_MAX_BYTES = 512 * 2**20
 PROGRESS_EVERY_S = 0.5  # wall seconds between Trainer.on_progress calls within an epoch
 # One-cycle as torch.optim.lr_scheduler.OneCycleLR draws it (cosine phases): from lr/25
 # (its div_factor) up to lr over the first 25% of the run (fast.ai's pct_start; PyTorch
@@ -187,7 +181,6 @@ class Trainer:
         # Each worker holds the whole (small) uint8 dataset and reads its own slice.
         self.x = data.train_x.to(device)
         self.y = data.train_y.to(device)
-        self.prepared = self.prepare_all() if cfg.augment == "off" else None
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.model = create_model(cfg.arch, data.num_classes, cfg.dropout).to(device)
         self.ddp = self.model
@@ -216,16 +209,7 @@ class Trainer:
         self.on_progress: Callable[[int, int], None] | None = None
         self.progress_every = PROGRESS_EVERY_S
 
-    def prepare_all(self) -> torch.Tensor | None:
-        """Every training image as the model's input, when that is small enough to keep."""
-        spec = self.entry.input
-        if spec.resize or len(self.x) * spec.size ** 2 * 4 > PREPARED_MAX_BYTES:
-            return None
-        return prepare_batch(self.x, spec, self.data.mean, self.data.std)
-
     def batch(self, idx: torch.Tensor, augment: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
-        if augment == "off" and self.prepared is not None:
-            return self.prepared[idx], self.y[idx]
         x = prepare_batch(self.x[idx], self.entry.input, self.data.mean, self.data.std,
                           augment=augment, generator=self.gen, dataset=self.data.name)
         return x, self.y[idx]
