@@ -1,6 +1,8 @@
 """Real sweeps: Ray Tune + Optuna over Ray Train trials, on real MNIST subsets."""
 from __future__ import annotations
 
+import argparse
+
 import csv
 import json
 import shutil
@@ -319,6 +321,7 @@ def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in
     (["resnet"], "known: mlp"),
     (["mlp", "--trials", "-1"], "must be >= 1"),
     (["mlp", "--workers", "2", "--gpus-per-worker", "0.5"], "Duplicate GPU"),
+    (["mlp", "--gpus-per-worker", "some"], "'some' is not a number"),
     (["mlp", "--resume", "--name", "never-ran"], "no sweep to resume"),
 ])
 def test_bad_cli_input_fails_before_ray_starts(args, message, tmp_path):
@@ -327,6 +330,30 @@ def test_bad_cli_input_fails_before_ray_starts(args, message, tmp_path):
     assert out.returncode == 2 and message in out.stderr
     assert "Started a local Ray instance" not in out.stderr + out.stdout
     assert time.time() - t0 < 30
+
+
+def test_gpus_per_worker_auto_follows_the_gpus_ray_sees():
+    """Default auto: nothing without GPUs; with them a quarter GPU per single-worker trial and
+    a whole one per DDP worker; a number given is kept as it is."""
+    from mnist_dist.tuning.cli import add_arguments
+    from mnist_dist.tuning.execution import concurrency, resolve_gpus
+    from mnist_dist.tuning.options import Scaling
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["mlp"]).gpus_per_worker is None
+    assert p.parse_args(["mlp", "--gpus-per-worker", "AUTO"]).gpus_per_worker is None
+    assert p.parse_args(["mlp", "--gpus-per-worker", "0.5"]).gpus_per_worker == 0.5
+    one, ddp = Scaling(1, 1.0, None), Scaling(2, 1.0, None)
+    cpu_only, gpu_box = {"CPU": 16.0}, {"CPU": 16.0, "GPU": 2.0}
+    assert resolve_gpus(one, cpu_only).gpus_per_worker == 0.0
+    assert resolve_gpus(one, gpu_box).gpus_per_worker == 0.25
+    assert resolve_gpus(ddp, gpu_box).gpus_per_worker == 1.0
+    assert resolve_gpus(Scaling(1, 1.0, 0.0), gpu_box).gpus_per_worker == 0.0  # asked for none
+    assert resolve_gpus(Scaling(1, 1.0, 0.5), cpu_only).gpus_per_worker == 0.5
+    # 2 GPUs at a quarter each: 8 trials at once, though the CPUs would take 16
+    fake_ray = type("R", (), {"cluster_resources": staticmethod(lambda: gpu_box)})
+    assert concurrency(fake_ray, resolve_gpus(one, gpu_box), None) == 8
 
 
 def test_unknown_yaml_key_is_an_error(tmp_path):

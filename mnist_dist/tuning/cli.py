@@ -33,6 +33,11 @@ positive_int = at_least(int, 1)
 non_negative_float = at_least(float, 0.0)
 
 
+def gpus(s: str) -> float | None:
+    """--gpus-per-worker: a number >= 0, or auto (None: decided once Ray sees the GPUs)."""
+    return None if s.strip().lower() == "auto" else non_negative_float(s)
+
+
 def add_arguments(p) -> None:
     p.add_argument("arch", help=f"architecture to sweep, or 'all': {', '.join(list_models())}")
     p.add_argument("--config", help="sweep YAML (default: sweeps/ARCH.yaml)")
@@ -40,8 +45,10 @@ def add_arguments(p) -> None:
     p.add_argument("--trials", type=positive_int, help="number of trials (default: the YAML's)")
     p.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP) per trial")
     p.add_argument("--cpus-per-worker", type=non_negative_float, default=1.0, help="CPUs per worker")
-    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
-                   help="GPUs per worker; fractions let several single-worker trials share a GPU")
+    p.add_argument("--gpus-per-worker", type=gpus, default=None, metavar="G",
+                   help="GPUs per worker; fractions let several single-worker trials share a GPU. "
+                   "Default auto: none on a machine or cluster without GPUs; with GPUs, 0.25 per "
+                   "single-worker trial (four small trials share one GPU) and 1 per DDP worker")
     p.add_argument("--max-concurrent", type=positive_int, help="cap on trials running at once")
     p.add_argument("--address", help="Ray cluster to join ('auto' after `ray up`); default: "
                    "an embedded local Ray sized to this machine")
@@ -67,7 +74,7 @@ def add_arguments(p) -> None:
 def validate_gpu_sharing(args) -> None:
     from ..config import ConfigError
 
-    if args.workers > 1 and 0 < args.gpus_per_worker < 1:
+    if args.workers > 1 and args.gpus_per_worker is not None and 0 < args.gpus_per_worker < 1:
         raise ConfigError("--gpus-per-worker below 1 with --workers > 1 puts two DDP ranks on one GPU, "
                           "which NCCL rejects ('Duplicate GPU detected'); share GPUs across "
                           "single-worker trials (--workers 1) instead")

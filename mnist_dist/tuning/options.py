@@ -18,7 +18,7 @@ class Scaling:
     """Resources of one trial: `workers` Ray Train workers (DDP) when above 1."""
     workers: int = 1
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = 0.0  # None: auto, see execution.resolve_gpus
     max_failures: int = 2  # restarts per trial (from the last checkpoint)
 
     def ray_config(self):

@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import layout
 from ..config import ConfigError
 from ..layout import save_json
-from .execution import concurrency, make_trainable, reuses_processes, trial_checkpoints, tune_failures
+from .execution import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
+                        tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
@@ -139,15 +140,18 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     from .results import collect
 
     base = base_config(spec, opts)  # what every trial shares, computed once
-    resolved = {"sweep": spec.to_dict(), "options": asdict(opts), "base_config": base}
     if not opts.resume:
-        save_json(resolved, sweep_dir / layout.CONFIG_JSON)
-        _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
+        save_resolved(spec, opts, base, sweep_dir)
     if opts.verbose and not opts.resume and not opts.smoke_test:  # a smoke test takes seconds anyway
         print(preflight(spec, opts, base)["message"], flush=True)
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     ray = init_ray(opts)
+    opts.scaling = resolve_gpus(opts.scaling, ray.cluster_resources())
+    if opts.verbose and opts.scaling.gpus_per_worker:
+        print(f"GPU: {opts.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
+    if not opts.resume:  # again, with the GPUs decided
+        save_resolved(spec, opts, base, sweep_dir)
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     t0 = time.time()
     grid = make_tuner(spec, opts, sweep_dir, ray, base).fit()
@@ -171,6 +175,13 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         summary["final_seeds"]["wall_time_s"] = time.time() - t0
         save_json(summary, sweep_dir / layout.SUMMARY_JSON)
     return summary
+
+
+def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path) -> None:
+    """config.json/.yaml: the sweep as it runs (spec, options, the config trials share)."""
+    resolved = {"sweep": spec.to_dict(), "options": asdict(opts), "base_config": base}
+    save_json(resolved, sweep_dir / layout.CONFIG_JSON)
+    _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
 
 
 def previous_wall_time(sweep_dir: Path) -> float:
