@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 # name -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
@@ -21,27 +20,17 @@ COMMANDS = {
 }
 
 
-def _available() -> dict:
-    def exists(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            return False
-    return {k: v for k, v in COMMANDS.items() if exists(v[0])}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = _available()
     parser = argparse.ArgumentParser(prog="mnist-dist", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in commands.items():
+    for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] not in commands:
+    if not argv or argv[0] not in COMMANDS:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(commands[argv[0]][0])
-    p = argparse.ArgumentParser(prog=f"mnist-dist {argv[0]}", description=commands[argv[0]][1])
+    module = importlib.import_module(COMMANDS[argv[0]][0])  # only the one that runs
+    p = argparse.ArgumentParser(prog=f"mnist-dist {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(p)
     return run_command(module.run, p.parse_args(argv[1:]))
 

@@ -44,3 +44,17 @@ def test_dropout_is_tunable_where_the_source_has_it(name):
 def test_unknown_name_lists_known_ones():
     with pytest.raises(UnknownModelError, match="known: mlp, ffn, lenet5"):
         create_model("resnet50")
+
+
+def test_models_command_imports_only_what_it_uses():
+    """`mnist-dist models` (and every command) imports its own module alone: not Ray, not
+    the report's plotting, not the image preprocessing of predict."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mnist_dist.cli import main; main(['models']); "
+            "print(sorted(m for m in ('ray', 'optuna', 'matplotlib', 'mnist_dist.report', "
+            "'mnist_dist.inference', 'mnist_dist.tuning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
