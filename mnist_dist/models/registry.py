@@ -26,7 +26,7 @@ class ModelEntry:
     published_dataset: str = "mnist"
     notes: dict = field(default_factory=dict)
     # Whether mixed precision (bf16 autocast) trains it faster on a GPU: what `amp: auto`
-    # picks. Measured on an H200 (docs/performance.md#gpu): the small models are bound by
+    # picks. Measured on an H200 (docs/performance.md#gpu-nvidia-h200): the small models are bound by
     # kernel launches, and autocast's casts made them 12-23% slower; cnn_bn and alexnet
     # gained 1.3x.
     amp: bool = False
