@@ -17,6 +17,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENT_LEVELS = ("off", "light", "strong")
+# One-cycle's learning rate rises to its peak over this share of the run (fast.ai's
+# pct_start; PyTorch uses 0.3). A sweep's ASHA must not judge a trial before that peak.
+ONECYCLE_PCT_START = 0.25
 # augment was a bool before it had levels: old configs and checkpoints say true/false
 LEGACY_AUGMENT = {"true": "light", "1": "light", "yes": "light", "on": "light",
                   "false": "off", "0": "off", "no": "off"}

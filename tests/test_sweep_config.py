@@ -17,7 +17,7 @@ import yaml
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
 from mnist_dist.tuning.results import pick_best
-from mnist_dist.tuning.spec import CONFIGS_DIR, load_spec
+from mnist_dist.tuning.spec import CONFIGS_DIR, load_spec, min_grace_period, schedule_warning
 
 from .conftest import REPO, smoke_options
 
@@ -41,6 +41,36 @@ def test_every_architecture_ships_a_valid_sweep_config(arch):
     assert (CONFIGS_DIR / f"{arch}.yaml").is_file() and spec.arch == arch and spec.space
     # the repository's sweeps/ARCH.yaml is the same file (a link into the package)
     assert (REPO / "sweeps" / f"{arch}.yaml").read_text() == (CONFIGS_DIR / f"{arch}.yaml").read_text()
+    # ASHA's first cut comes after one-cycle's peak: no trial is judged while warming up
+    assert schedule_warning(spec) is None
+
+
+@pytest.mark.parametrize("epochs, space, fixed, grace", [
+    (15, {"lr_schedule": {"choice": ["constant", "onecycle"]}}, {}, 4),  # peak at 3.75 epochs
+    (30, {"lr_schedule": {"choice": ["constant", "onecycle"]}}, {}, 8),  # 7.5
+    (15, {"lr": {"loguniform": [1e-4, 1e-2]}}, {"lr_schedule": "onecycle"}, 4),
+    (15, {"lr_schedule": {"choice": ["constant", "cosine"]},
+          "warmup_epochs": {"choice": [0.0, 2.0]}}, {}, 2),  # the longest warm-up
+    (15, {"lr_schedule": {"choice": ["constant", "cosine"]}}, {}, 1),  # nothing to wait for
+])
+def test_first_asha_cut_waits_for_the_schedules_warm_up(tmp_path, epochs, space, fixed, grace):
+    def spec_with(g):
+        return load_spec("lenet5", write_spec(tmp_path / f"s{g}.yaml", space=space,
+                                               fixed={"epochs": epochs, **fixed},
+                                               scheduler={"type": "asha", "grace_period": g}))
+    assert min_grace_period(spec_with(grace)) == grace
+    assert schedule_warning(spec_with(grace)) is None
+    if grace > 1:
+        assert f"at least {grace}" in schedule_warning(spec_with(grace - 1))
+
+
+def test_sweep_command_warns_of_an_early_first_cut(tmp_path):
+    cfg = write_spec(tmp_path / "early.yaml", space={"lr_schedule": {"choice": ["constant", "onecycle"]}},
+                     fixed={"epochs": 15}, scheduler={"type": "asha", "grace_period": 1})
+    out = subprocess.run(RUN + ["lenet5", "--config", str(cfg), "--estimate-only"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "grace_period 1 judges trials before" in out.stderr and "at least 4" in out.stderr
 
 
 @pytest.mark.slow

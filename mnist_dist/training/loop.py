@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import layout
-from ..config import TrainConfig
+from ..config import ONECYCLE_PCT_START, TrainConfig
 from ..data import Dataset, load_dataset, load_image_folder, prepare_batch, split_indices
 from ..models import create_model, get_entry
 from ..models.checkpoint import model_payload
@@ -35,10 +35,9 @@ from .reporting import Reporter, make_reporter
 DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
 PROGRESS_EVERY_S = 0.5  # wall seconds between Trainer.on_progress calls within an epoch
 # One-cycle as torch.optim.lr_scheduler.OneCycleLR draws it (cosine phases): from lr/25
-# (its div_factor) up to lr over the first 25% of the run (fast.ai's pct_start; PyTorch
-# uses 0.3), then down to lr/25/1e4 (final_div_factor). Its momentum cycling is left out:
-# it would override the `momentum` being tuned.
-ONECYCLE_PCT_START = 0.25
+# (its div_factor) up to lr over the first ONECYCLE_PCT_START of the run (config.py), then
+# down to lr/25/1e4 (final_div_factor). Its momentum cycling is left out: it would override
+# the `momentum` being tuned.
 ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import layout
 from ..models import list_models
-from .spec import load_spec
+from .spec import load_spec, schedule_warning
 
 
 def at_least(cast, low):
@@ -119,6 +119,10 @@ def run(args) -> int:
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts
+    for spec, opts in plans:
+        warning = None if opts.smoke_test else schedule_warning(spec)  # a smoke test has no ASHA
+        if warning:
+            print(f"{spec.arch}: {warning}", file=sys.stderr, flush=True)
     from .options import apply_smoke_test, base_config
     from .runner import preflight, run_sweep
 
