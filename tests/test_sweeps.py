@@ -126,6 +126,7 @@ def test_final_seeds_train_the_best_and_the_baseline_config_apart():
     assert configs["baseline"] == {**baseline_point(spec), "momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}
     for role, config in configs.items():
         assert role_of({**config, "seed": 1000}, configs) == role
+    assert role_of(None, configs) is None  # a seed run Ctrl-C stopped before it started
     same = final_configs(spec, {"best_config": baseline_point(spec)}, base)
     assert list(same) == ["best"]
 

@@ -33,7 +33,10 @@ def final_configs(spec, summary: dict, base: dict) -> dict[str, dict]:
     return full
 
 
-def role_of(config: dict, configs: dict[str, dict]) -> str:
+def role_of(config: dict | None, configs: dict[str, dict]) -> str | None:
+    """Which retrained config a trial is; None for a trial that never started (Ctrl-C)."""
+    if not config:
+        return None
     return next(role for role, c in configs.items() if all(config.get(k) == v for k, v in c.items()))
 
 
@@ -70,8 +73,11 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
     rows, accs = [], {role: {} for role in configs}
     for result in tuner.fit():
+        role = role_of(result.config, configs)
+        if role is None:  # interrupted before it started: nothing to report
+            continue
         row = trial_row(result, out / layout.HISTORIES)
-        role, seed = role_of(result.config, configs), result.config["seed"]
+        seed = result.config["seed"]
         row["role"] = role
         if row["status"] in layout.USABLE and row["checkpoint_path"]:
             ev = evaluate_model(fetch_model(row["checkpoint_path"], model_dir(out, role, seed)), base)
