@@ -140,8 +140,6 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     from .results import collect
 
     base = base_config(spec, opts)  # what every trial shares, computed once
-    if not opts.resume:
-        save_resolved(spec, opts, base, sweep_dir)
     if opts.verbose and not opts.resume and not opts.smoke_test:  # a smoke test takes seconds anyway
         print(preflight(spec, opts, base)["message"], flush=True)
     for key, value in DRIVER_ENV.items():
@@ -150,7 +148,7 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     opts.scaling = resolve_gpus(opts.scaling, ray.cluster_resources())
     if opts.verbose and opts.scaling.gpus_per_worker:
         print(f"GPU: {opts.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
-    if not opts.resume:  # again, with the GPUs decided
+    if not opts.resume:  # once the GPUs are decided
         save_resolved(spec, opts, base, sweep_dir)
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     t0 = time.time()
