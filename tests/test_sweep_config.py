@@ -107,6 +107,19 @@ def test_missing_config_fails_before_ray_starts(tmp_path):
     assert time.time() - t0 < 30 and not list(tmp_path.iterdir())
 
 
+def test_a_data_folder_without_the_dataset_fails_before_ray_starts(tmp_path):
+    """Seen on a GPU machine: every trial failed on it, each with a traceback, after Ray's start."""
+    data = tmp_path / "data"
+    (data / "fashion-mnist").mkdir(parents=True)  # another dataset is there, not MNIST
+    results = tmp_path / "results"
+    out = subprocess.run(RUN + ["lenet5", "--smoke-test", "--data-dir", str(data), "--results-dir", str(results)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert f"{data / 'mnist'}: missing train-images-idx3-ubyte" in out.stderr
+    assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr + out.stdout
+    assert not results.exists()
+
+
 @pytest.mark.parametrize("metric, mode, message", [
     ("val_los", "min", "did you mean 'val_loss'"),
     ("accuracy", "max", "not something trials report"),

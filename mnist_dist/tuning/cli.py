@@ -93,6 +93,16 @@ def check_image_folder(path: str) -> None:
         raise ConfigError(f"images {root}: expected subfolders train/ and test/; missing {', '.join(missing)}/")
 
 
+def check_data_folder(dataset: str, data_dir: str | None) -> None:
+    """Before Ray starts: a data folder that is set holds the dataset. Otherwise every
+    trial fails on it, each with a traceback, after Ray's start. Only on this machine: a
+    cluster's workers may see the folder where this driver does not."""
+    from ..data.datasets import ENV_DATA_DIR, locate
+
+    if data_dir or os.environ.get(ENV_DATA_DIR):
+        locate(dataset, data_dir, download=False)  # a DataError names the folder and the files
+
+
 def build(args, arch: str):
     from .options import Scaling, SweepOptions
 
@@ -101,6 +111,8 @@ def build(args, arch: str):
         spec.fixed["images"] = args.images
     if spec.fixed.get("images"):
         check_image_folder(spec.fixed["images"])
+    elif not args.address:
+        check_data_folder(spec.dataset, args.data_dir)
     opts = SweepOptions(
         results_dir=args.results_dir, name=args.name if args.arch != "all" else None,
         scaling=Scaling(args.workers, args.cpus_per_worker, args.gpus_per_worker),
