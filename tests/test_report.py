@@ -204,6 +204,15 @@ def test_names_render_literally(trained_model, tmp_path):
     assert sum('a\\<b & "c"\\|d' in line for t in tables for line in t) >= 3
 
 
+def test_mcnemar_needs_no_scipy():
+    """Every sweep ends with McNemar (ensemble vs best model); importing scipy.stats for it
+    cost 0.7-1.4 s, most of the ensemble step."""
+    code = ("import sys; from mnist_dist.evaluation import mcnemar; mcnemar(30, 12); mcnemar(3, 1); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_mcnemar_against_hand_computed_values():
     # b=10, c=2: 12 discordant images, exact: p = 2 * (C(12,0)+C(12,1)+C(12,2)) / 2^12 = 158/4096
     m = stats.mcnemar(10, 2)
