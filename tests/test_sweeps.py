@@ -364,6 +364,30 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
     assert out.returncode == 2 and "unknown key 'batch_sise'" in out.stderr and "batch_size" in out.stderr
 
 
+def test_embedded_ray_starts_when_its_dashboard_port_is_taken_meanwhile():
+    """free_port()'s port can be taken before Ray's dashboard binds it (a full test run once
+    failed on it: "Failed to bind ... already occupied"); the start tries another port."""
+    code = """
+import socket, ray
+from mnist_dist.tuning import ray_setup
+taken = socket.socket(); taken.bind(("127.0.0.1", 0)); taken.listen()
+ports = [taken.getsockname()[1]]
+real = ray_setup.free_port
+def free_port():
+    port = ports.pop() if ports else real()
+    ports_given.append(port)
+    return port
+ports_given = []
+ray_setup.free_port = free_port
+ray_setup.start_local_ray(num_cpus=1)
+print(len(ports_given), ray.is_initialized(), ray.cluster_resources().get("CPU"))
+ray_setup.stop_ray()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["2", "True", "1.0"]
+
+
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
     `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""

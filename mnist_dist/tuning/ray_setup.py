@@ -27,6 +27,9 @@ def runtime_env() -> dict:
     return {"env_vars": env}
 
 
+PORT_TRIES = 3  # dashboard ports tried before giving up
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))  # free on every interface, loopback included
@@ -44,14 +47,23 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
     """
     import ray
 
-    port = free_port()
-    env = {**(env or runtime_env()["env_vars"]), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
-    # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's "actor
-    # died") stays in Ray's log files instead of the console
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, runtime_env={"env_vars": env}, log_to_driver=log_to_driver,
-             logging_level=logging.INFO if log_to_driver else logging.ERROR)
-    return ray
+    base_env = env or runtime_env()["env_vars"]
+    for attempt in range(PORT_TRIES):
+        port = free_port()
+        env = {**base_env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        try:
+            # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's
+            # "actor died") stays in Ray's log files instead of the console
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                     dashboard_port=port, runtime_env={"env_vars": env}, log_to_driver=log_to_driver,
+                     logging_level=logging.INFO if log_to_driver else logging.ERROR)
+            return ray
+        except ValueError as e:
+            # The free port can be taken before the dashboard binds it: Ray's own processes
+            # pick free ports as they start (seen once in a full test run). Another port then.
+            if "already occupied" not in str(e) or attempt == PORT_TRIES - 1:
+                raise
+            ray.shutdown()
 
 
 def init_ray(opts: SweepOptions):
