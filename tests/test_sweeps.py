@@ -364,6 +364,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
     assert out.returncode == 2 and "unknown key 'batch_sise'" in out.stderr and "batch_size" in out.stderr
 
 
+@pytest.mark.slow  # starts Ray
 def test_embedded_ray_starts_when_its_dashboard_port_is_taken_meanwhile():
     """free_port()'s port can be taken before Ray's dashboard binds it (a full test run once
     failed on it: "Failed to bind ... already occupied"); the start tries another port."""
