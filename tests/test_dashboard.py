@@ -40,7 +40,7 @@ TRIALS = [
 
 
 def write_sweep_study(sweep_dir: Path, trials=TRIALS) -> None:
-    """An Optuna study in sweep_dir/optuna.db as runner.make_searcher keeps it."""
+    """An Optuna study in sweep_dir/optuna.db as tuning.storage.open_storage keeps it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}")

@@ -165,6 +165,64 @@ def test_a_replaced_checkpoint_is_read_from_the_newest_beside_it(tmp_path):
     assert fetch_model(str(trial / "checkpoint_2026-11-25_20-43-25"), tmp_path / "again").read_bytes() == b"epoch 2"
 
 
+def test_the_sweep_study_is_written_ahead_then_sealed_into_one_file(tmp_path):
+    """The default storage logs writes ahead (an append per epoch's report, not a journal
+    file created and deleted); when the sweep ends, optuna.db is one self-contained file
+    again, in rollback-journal mode, holding every value reported."""
+    from mnist_dist.tuning.storage import open_storage, seal
+
+    storage = open_storage(None, tmp_path)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    trial = optuna.create_study(study_name="s", storage=storage, direction="maximize").ask()
+    for step in range(1, 6):
+        trial.report(0.9 + step / 100, step)
+    assert (tmp_path / "optuna.db-wal").is_file()
+    assert seal(tmp_path, storage) == "delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "optuna.db", copy / "optuna.db")  # the file alone holds everything
+    again = optuna.load_study(study_name="s", storage=f"sqlite:///{copy / 'optuna.db'}")
+    assert again.trials[0].intermediate_values == {s: 0.9 + s / 100 for s in range(1, 6)}
+    assert seal(tmp_path / "nothing-here") == ""
+
+
+def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(tmp_path):
+    """Whether Optuna already has a trial's end (a resumed sweep replays trials that ended
+    after Tune's last snapshot) was a storage query per epoch; now once per trial and driver.
+    A restored searcher must ask again: the trial may have ended after its snapshot."""
+    from mnist_dist.tuning.runner import make_searcher
+    from mnist_dist.tuning.storage import open_storage
+
+    storage = open_storage(None, tmp_path)
+    searcher = make_searcher(load_spec("mlp"), storage, "s")
+    assert searcher.suggest("t1") is not None
+    asked = []
+    get_trial = storage.get_trial
+    storage.get_trial = lambda trial_id: asked.append(trial_id) or get_trial(trial_id)
+    for epoch in range(1, 4):
+        searcher.on_trial_result("t1", {"best_val_acc": 0.9 + epoch / 100, "training_iteration": epoch})
+    assert len(asked) == 1
+    del storage.get_trial  # the class's own again (the searcher's snapshot pickles its storage)
+    ot_trial = searcher._ot_trials["t1"]
+    assert study_values(storage) == {1: 0.91, 2: 0.92, 3: 0.93}
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken while t1 runs
+    # the driver then ended t1 and was killed before the next snapshot
+    searcher.on_trial_complete("t1", {"best_val_acc": 0.93, "training_iteration": 3, "status": "completed"})
+    resumed = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_result("t1", {"best_val_acc": 0.5, "training_iteration": 4})  # the replayed trial
+    resumed.on_trial_complete("t1", {"best_val_acc": 0.5, "training_iteration": 4, "status": "completed"})
+    trial = resumed._ot_study.get_trials()[ot_trial.number]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.93
+    assert trial.intermediate_values == {1: 0.91, 2: 0.92, 3: 0.93}
+
+
+def study_values(storage) -> dict:
+    return storage.get_all_trials(storage.get_all_studies()[0]._study_id)[0].intermediate_values
+
+
 def write_spec(path: Path, **spec) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path

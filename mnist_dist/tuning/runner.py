@@ -23,6 +23,7 @@ from .execution import (concurrency, make_trainable, resolve_gpus, reuses_proces
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
+from .storage import open_storage, seal
 
 class SweepLock:
     """Holds a sweep folder for the life of one driver: an OS lock on `.lock` inside it,
@@ -70,13 +71,11 @@ def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> tuple[Path, SweepLock]:
     return sweep_dir, lock
 
 
-def make_searcher(spec: SweepSpec, sweep_dir: Path, opts: SweepOptions, name: str):
+def make_searcher(spec: SweepSpec, storage, name: str):
     import optuna
 
     from .searcher import BudgetAwareOptunaSearch
 
-    url = opts.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
-    storage = optuna.storages.RDBStorage(url)  # OptunaSearch wants the object, not the URL
     return BudgetAwareOptunaSearch(
         space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
         points_to_evaluate=initial_points(spec) or None,
@@ -97,7 +96,8 @@ def make_scheduler(spec: SweepSpec, sweep_dir: Path):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict):
+def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict, storage=None):
+    """The Tuner of a new sweep (its searcher writing to `storage`), or the one --resume restores."""
     from ray import tune
 
     from .console import SweepProgress
@@ -113,7 +113,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, sweep_dir, opts, name), scheduler=make_scheduler(spec, sweep_dir),
+            search_alg=make_searcher(spec, storage, name), scheduler=make_scheduler(spec, sweep_dir),
             num_samples=trials, reuse_actors=reuses_processes(opts.scaling),
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
@@ -152,7 +152,10 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         save_resolved(spec, opts, base, sweep_dir)
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     t0 = time.time()
-    grid = make_tuner(spec, opts, sweep_dir, ray, base).fit()
+    storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
+    grid = make_tuner(spec, opts, sweep_dir, ray, base, storage).fit()
+    if not opts.storage:
+        seal(sweep_dir, storage)
     summary = collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
     if "best_trial" in summary and not summary.get("interrupted"):
         from .ensemble import build_ensemble
