@@ -188,6 +188,24 @@ def test_the_sweep_study_is_written_ahead_then_sealed_into_one_file(tmp_path):
     assert seal(tmp_path / "nothing-here") == ""
 
 
+def test_a_study_on_a_network_file_system_keeps_sqlites_default_journal(tmp_path, monkeypatch):
+    """WAL needs every reader and the writer on one host with shared memory; a results folder
+    on NFS (a cluster's EFS) does not promise that, so the study there keeps the default."""
+    from mnist_dist.tuning import storage as study_storage
+
+    mounts = ("/dev/vda / ext4 rw 0 0\nfs-1.efs.example:/ /mnt/efs nfs4 rw 0 0\n"
+              "server:/share /mnt/my\\040share cifs rw 0 0\n")
+    assert study_storage.filesystem_type(Path("/mnt/efs/results/x"), mounts) == "nfs4"
+    assert study_storage.filesystem_type(Path("/mnt/my share/results"), mounts) == "cifs"
+    assert study_storage.filesystem_type(Path("/mnt/efsx/results"), mounts) == "ext4"
+    assert study_storage.filesystem_type(Path("/tmp/x"), "") == ""
+    real = study_storage.filesystem_type
+    monkeypatch.setattr(study_storage, "filesystem_type", lambda path: "nfs4" if Path(path) == tmp_path else real(path))
+    storage = study_storage.open_storage(None, tmp_path)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+
+
 def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(tmp_path):
     """Whether Optuna already has a trial's end (a resumed sweep replays trials that ended
     after Tune's last snapshot) was a storage query per epoch; now once per trial and driver.

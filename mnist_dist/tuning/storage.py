@@ -8,17 +8,46 @@ per-epoch overhead on the 2-core VM. In write-ahead-log (WAL) mode a write is an
 in a second file, optuna.db-wal, and needs write access to open; so when the sweep ends the
 database goes back to a rollback journal, which folds the log into optuna.db: one
 self-contained file again, readable from a read-only copy. A driver that is killed leaves
-it in WAL mode, which SQLite recovers on the next open (--resume included).
+it in WAL mode, which SQLite recovers on the next open (--resume included). WAL needs the
+readers and the writer on one host with working shared memory, which a network file
+system (a cluster's EFS/NFS results folder) does not promise: there the study keeps
+SQLite's default journal.
 """
 from __future__ import annotations
 
 import gc
+import os
 import sqlite3
 from pathlib import Path
 
 from .. import layout
 
 DEFAULT_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL")  # NORMAL: durable in WAL mode but for power loss
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "9p")
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The type of the file system holding `path` (Linux's /proc/mounts; '' where unknown)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    path, best, kind = os.path.realpath(path), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def on_network_filesystem(path: Path) -> bool:
+    kind = filesystem_type(path)
+    return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse")
 
 
 def default_db(sweep_dir: Path) -> Path:
@@ -31,9 +60,10 @@ def open_storage(url: str | None, sweep_dir: Path):
 
     if url:  # the user's database, configured as they chose
         return optuna.storages.RDBStorage(url)
-    from sqlalchemy import event
-
     storage = optuna.storages.RDBStorage(f"sqlite:///{default_db(sweep_dir)}")
+    if on_network_filesystem(sweep_dir):
+        return storage
+    from sqlalchemy import event
 
     def on_connect(connection, _record):
         cursor = connection.cursor()
