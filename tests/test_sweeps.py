@@ -188,6 +188,13 @@ def test_the_sweep_study_is_written_ahead_then_sealed_into_one_file(tmp_path, mo
     again = optuna.load_study(study_name="s", storage=f"sqlite:///{copy / 'optuna.db'}")
     assert again.trials[0].intermediate_values == {s: 0.9 + s / 100 for s in range(1, 6)}
     assert seal(tmp_path / "nothing-here") == ""
+    # --resume: the restored searcher opens the file with no settings of ours; WAL is set in it
+    assert study_storage.write_ahead(tmp_path) == "wal"
+    restored = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    with restored.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    restored.engine.dispose()
+    assert seal(tmp_path) == "delete"
 
 
 def test_a_study_on_a_network_file_system_keeps_sqlites_default_journal(tmp_path, monkeypatch):

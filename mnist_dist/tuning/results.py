@@ -212,7 +212,9 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
                # process's first trial also pays for the process's start-up)
                "overhead_per_reused_trial_s": statistics.mean(reused) if reused else None,
                "trial_processes": processes,
-               "train_time_s": sum(r["train_time_s"] for r in rows), "interrupted": bool(unfinished),
+               # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials
+               "train_time_s": sum(r["train_time_s"] for r in rows),
+               "interrupted": bool(unfinished) or len(rows) < spec.trials,
                "interrupted_trials": len(unfinished)}
     best = pick_best(rows, spec.metric, spec.mode)
     if best:

@@ -23,7 +23,7 @@ from .execution import (concurrency, make_trainable, resolve_gpus, reuses_proces
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
-from .storage import open_storage, seal
+from .storage import open_storage, seal, write_ahead
 
 class SweepLock:
     """Holds a sweep folder for the life of one driver: an OS lock on `.lock` inside it,
@@ -153,6 +153,8 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     t0 = time.time()
     storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
+    if opts.resume and not opts.storage:
+        write_ahead(sweep_dir)
     grid = make_tuner(spec, opts, sweep_dir, ray, base, storage).fit()
     if not opts.storage:
         seal(sweep_dir, storage)

@@ -76,6 +76,22 @@ def open_storage(url: str | None, sweep_dir: Path):
     return storage
 
 
+def write_ahead(sweep_dir: Path) -> str:
+    """Before a --resume: the restored searcher unpickles its own storage, without
+    open_storage's settings, and a sweep that ended cleanly was sealed. WAL mode is kept in
+    the file itself, so set it there (the journal mode the file is then in)."""
+    db = default_db(sweep_dir)
+    if not db.is_file() or on_network_filesystem(sweep_dir):
+        return ""
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.Error:  # in use elsewhere: the sweep runs with the journal it has
+        return ""
+    finally:
+        conn.close()
+
+
 def seal(sweep_dir: Path, storage=None) -> str:
     """After the sweep: fold the log into optuna.db and return to a rollback journal. Returns
     the journal mode the file is left in ('delete'; 'wal' if another connection still holds
