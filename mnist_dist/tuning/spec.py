@@ -26,8 +26,8 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 METRICS = {"best_val_acc": "max", "best_val_loss": "min", "val_acc": "max", "val_loss": "min",
            "train_acc": "max", "train_loss": "min"}
 SEARCHABLE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "dropout",
-              "batch_size", "epochs", "lr_plateau_factor", "augment", "val_fraction",
-              "lr_schedule", "warmup_epochs", "label_smoothing")
+              "batch_size", "epochs", "lr_plateau_factor", "early_stopping_patience", "augment",
+              "val_fraction", "lr_schedule", "warmup_epochs", "label_smoothing")
 
 
 @dataclass
