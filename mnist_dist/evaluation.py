@@ -16,6 +16,12 @@ from .data.transforms import InputSpec, prepare_batch
 from .layout import save_json
 
 
+def eval_device() -> torch.device:
+    """Where a finished model is evaluated: the GPU when this process sees one (alexnet's
+    227x227 images want it), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, spec: InputSpec, mean: float, std: float,
                   device: torch.device | str = "cpu", batch_size: int = 1000) -> torch.Tensor:
@@ -99,7 +105,7 @@ def evaluate_checkpoint(model_path: str | Path, data, device: torch.device | str
     from .models import count_parameters
     from .models.checkpoint import input_spec, load_model
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or eval_device()
     model, payload = load_model(model_path, device)
     if list(data.classes) != list(payload["classes"]):
         raise DataError(f"the model's classes ({', '.join(payload['classes'])}) are not those of "

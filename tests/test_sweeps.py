@@ -486,6 +486,28 @@ def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
 
 
+def test_the_ensemble_evaluates_each_candidate_once(smoke_sweep, tmp_path, monkeypatch):
+    """k is chosen from each candidate's validation probabilities computed once, not once per k
+    (that evaluated alexnet's members 15 times on the CPU and outran an H200 run's time), and
+    the choice is the sweep's own: same accuracies per k, same members, same test accuracy."""
+    from mnist_dist.tuning import ensemble
+    from mnist_dist.tuning.results import read_rows
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(smoke_sweep, sweep, ignore=shutil.ignore_patterns("tune", "final"))
+    summary = json.loads((sweep / "summary.json").read_text())
+    calls = []
+    counted = ensemble.predict_proba
+    monkeypatch.setattr(ensemble, "predict_proba", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    rows = read_rows(sweep / "trials.csv")
+    base = json.loads((sweep / "config.json").read_text())["base_config"]
+    again = ensemble.build_ensemble(rows, load_spec("lenet5"), sweep, base, summary)
+    assert len(calls) == len(rows) == 2  # one per candidate; the old code made 1 + 2 = 3
+    before = summary["ensemble"]
+    assert again["val_acc_by_k"] == before["val_acc_by_k"] and again["members"] == before["members"]
+    assert again["test_acc"] == before["test_acc"] and again["best_single_test_acc"] == summary["test_acc"]
+
+
 def test_sweep_ensemble_averages_its_best_members_and_is_an_ordinary_model(smoke_sweep, mnist, tmp_path, capsys):
     """The smoke sweep's ensemble: k chosen on validation, its predictions the average of its
     members' probabilities, its model.pt used by evaluate, predict and export unchanged."""
