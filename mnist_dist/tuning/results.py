@@ -40,12 +40,12 @@ def checkpoint_history(result):
     files a hard-killed driver never wrote (a reused trial process's checkpoint holds them)."""
     import pandas as pd
 
-    from .trainable import read_resume_state
+    from ..training.reporting import read_checkpoint
 
     folder = Path(checkpoint_path(result) or "")
     if not (folder / layout.RESUME).is_file():
         return None
-    history = read_resume_state(folder)["state"]["history"]
+    history = read_checkpoint(folder, best_weights=False)["state"]["history"]
     return pd.DataFrame(history) if history else None
 
 
@@ -154,7 +154,8 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     from ray import tune
 
     from ..models.checkpoint import load_payload
-    from .trainable import newest_checkpoint, read_resume_state
+    from ..training.reporting import read_checkpoint
+    from .trainable import newest_checkpoint
 
     known = {(r.metrics or {}).get("trial_id") for r in grid}
     found = []
@@ -163,7 +164,7 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
         newest = newest_checkpoint(folders[-1]) if folders else None
         if newest is None:
             continue
-        history = read_resume_state(newest)["state"]["history"]
+        history = read_checkpoint(newest, best_weights=False)["state"]["history"]
         config = load_payload(newest / layout.MODEL)["config"]
         metrics = {**history[-1], "trial_id": trial_id, "config": {k: config[k] for k in searched}}
         found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(newest)), error=None,

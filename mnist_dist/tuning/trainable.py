@@ -21,8 +21,8 @@ from ray import tune
 
 from .. import layout
 from ..config import TrainConfig
-from ..models.checkpoint import atomic_save
 from ..training.loop import EpochRun, Trainer, cached_data
+from ..training.reporting import read_checkpoint, write_checkpoint
 from .events import completed_trials
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
@@ -31,9 +31,6 @@ def newest_checkpoint(trial_dir: Path) -> Path | None:
     return saved[-1] if saved else None
 
 
-def read_resume_state(checkpoint_dir: Path) -> dict:
-    """What save_checkpoint wrote for training to resume: the trainer's and the run's state."""
-    return torch.load(Path(checkpoint_dir) / layout.RESUME, map_location="cpu", weights_only=True)
 
 
 def trial_device() -> torch.device:
@@ -82,9 +79,7 @@ class EpochTrainable(tune.Trainable):
         return {**last, "done": True, "training_iteration": last["epoch"], "pid": os.getpid()}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        ckpt = self.run.checkpoint()
-        atomic_save(ckpt["resume"], Path(checkpoint_dir) / layout.RESUME)
-        atomic_save(ckpt["model"], Path(checkpoint_dir) / layout.MODEL)
+        write_checkpoint(self.run.checkpoint(), checkpoint_dir)
 
     def restore(self, checkpoint_path):
         """Tune keeps one checkpoint per trial and snapshots the sweep after each; a driver
@@ -102,5 +97,5 @@ class EpochTrainable(tune.Trainable):
         return super().restore(checkpoint_path)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.run.restore(read_resume_state(Path(checkpoint_dir)))
+        self.run.restore(read_checkpoint(checkpoint_dir))
         self._iteration = self.run.state.epoch  # one epoch per step: Tune's count follows the state
