@@ -222,3 +222,41 @@ def test_sweeps_command_shows_where_the_shipped_configs_are(capsys):
     assert main(["sweeps"]) == 0
     out = capsys.readouterr().out
     assert str(CONFIGS_DIR) in out and all(f"{arch}.yaml" in out for arch in list_models())
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, monkeypatch, tmp_path):
+    """Before Ray starts, the estimate runs as many trials at once as the sweep will: by CPUs,
+    and by GPUs where there are any (four per GPU by default). It once counted the 16 CPUs of
+    an H200 machine as 16 trials at once and said 14 s for an alexnet sweep that took 207 s.
+    Trials sharing a GPU are timed as one trial with their batches together."""
+    import os
+
+    from mnist_dist.tuning import estimate, runner
+    from mnist_dist.tuning.options import Scaling, base_config
+
+    timed = []
+
+    def fake_seconds_per_image(cfg, batch_size=None):
+        timed.append(batch_size or cfg.batch_size)
+        return 1e-4 if batch_size is None else 0.5e-4  # four batches together: half the time per image
+
+    monkeypatch.setattr(estimate, "seconds_per_image", fake_seconds_per_image)
+    monkeypatch.setattr(estimate, "local_gpus", lambda: gpus)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    spec = load_spec("alexnet")
+    opts = smoke_options(tmp_path, "est", workers=1, smoke_test=False)
+    opts.scaling = Scaling(workers=1, gpus_per_worker=None)  # auto, as sweeps/run.py starts
+    base = base_config(spec, opts)
+    est = runner.preflight(spec, opts, base)
+    epoch_images = round(60000 * 0.9) * 1.15
+    assert est["epoch_s"] == pytest.approx(1e-4 * epoch_images)
+    if gpus:
+        assert est["concurrency"] == 4 and est["sharing"] == 4 and timed == [32, 128]
+        assert est["shared_epoch_s"] == pytest.approx(0.5e-4 * epoch_images * 4)  # twice one alone
+        assert "(00:12 with 4 sharing a GPU)" in est["message"]
+    else:
+        assert est["concurrency"] == 16 and est["sharing"] == 1 and timed == [32]
+        assert est["shared_epoch_s"] == est["epoch_s"] and "sharing" not in est["message"]
+    per_trial_epochs = est["at_most_s"] * est["concurrency"] / est["shared_epoch_s"] / spec.trials
+    assert per_trial_epochs == pytest.approx(5)  # every trial every epoch, at the shared rate

@@ -4,7 +4,11 @@ The baseline config's model takes a handful of real training steps in the driver
 this machine's device, before Ray starts. From the step time come an epoch's time and
 the sweep's: a typical figure with ASHA (every trial runs the grace period, a third of
 those go on to the next rung, and so on) and the most it can take (every trial runs
-every epoch). A sweep that would run for hours prints that, with the alternatives.
+every epoch), with as many trials at once as the sweep will run (by CPUs, and by GPUs
+where there are any). Trials that share a GPU are timed as one trial with their batches
+together: where the GPU has room to spare (small models) that costs about one batch's
+time, where it has none (alexnet) k times as much. A sweep that would run for hours prints
+that, with the alternatives.
 """
 from __future__ import annotations
 
@@ -18,8 +22,15 @@ STEPS = 3  # timed steps, after one untimed warm-up step
 SLOW_SWEEP_S = 2 * 3600  # above this, say so and offer alternatives
 
 
-def seconds_per_image(cfg: TrainConfig) -> float:
-    """Training time per image for this config's model and input, measured here."""
+def local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def seconds_per_image(cfg: TrainConfig, batch_size: int | None = None) -> float:
+    """Training time per image for this config's model and input, measured here, at the
+    config's batch size or `batch_size`."""
     import torch
 
     from ..data import prepare_batch
@@ -30,9 +41,10 @@ def seconds_per_image(cfg: TrainConfig) -> float:
     entry = get_entry(cfg.arch)
     model = create_model(cfg.arch, 10, cfg.dropout).to(device)
     opt = make_optimizer(cfg, model.parameters())
+    batch = batch_size or cfg.batch_size
     # random 28x28 digits-sized uint8 images: only the shapes matter for the time
-    x = torch.randint(0, 256, (cfg.batch_size, 28, 28), dtype=torch.uint8, device=device)
-    y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    x = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     for i in range(STEPS + 1):
         if i == 1:  # the first step pays for one-off set-up
             if device.type == "cuda":
@@ -44,7 +56,7 @@ def seconds_per_image(cfg: TrainConfig) -> float:
         opt.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / (STEPS * cfg.batch_size)
+    return (time.perf_counter() - t0) / (STEPS * batch)
 
 
 def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> float:
@@ -58,26 +70,34 @@ def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> 
     return total
 
 
-def estimate(spec, base: dict, concurrency: int) -> dict:
-    """Seconds per epoch and for the whole sweep (typical and at most), on this machine."""
+def estimate(spec, base: dict, concurrency: int, sharing: int = 1) -> dict:
+    """Seconds per epoch (alone, and with `sharing` trials on one GPU) and for the whole
+    sweep (typical and at most), on this machine, `concurrency` trials at a time."""
     from .spec import max_epochs
 
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default
-    per_epoch = seconds_per_image(cfg) * n_train * 1.15  # + validation, about a sixth of an epoch
+    epoch_images = n_train * 1.15  # + validation, about a sixth of an epoch
+    per_epoch = seconds_per_image(cfg) * epoch_images
+    shared = per_epoch
+    if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
+        # each of their epochs takes k times that rate's epoch, and never less than one alone
+        shared = max(per_epoch, seconds_per_image(cfg, cfg.batch_size * sharing) * epoch_images * sharing)
     top = max_epochs(spec) if "epochs" in spec.space else cfg.epochs
     if spec.scheduler.type == "asha":
         epochs = typical_epochs(spec.trials, top, spec.scheduler.grace_period, spec.scheduler.reduction_factor)
     else:
         epochs = spec.trials * top
-    per_slot = 1 / max(concurrency, 1)
-    return {"epoch_s": per_epoch, "typical_s": epochs * per_epoch * per_slot,
-            "at_most_s": spec.trials * top * per_epoch * per_slot, "trials": spec.trials}
+    per_slot = shared / max(concurrency, 1)
+    return {"epoch_s": per_epoch, "shared_epoch_s": shared, "sharing": sharing, "concurrency": concurrency,
+            "typical_s": epochs * per_slot, "at_most_s": spec.trials * top * per_slot, "trials": spec.trials}
 
 
 def describe(est: dict, arch: str) -> str:
     """One line, or a warning with alternatives when the sweep would take hours."""
-    line = (f"estimate on this machine: {format_seconds(est['epoch_s'])} per epoch of {arch}; the sweep "
+    shared = (f" ({format_seconds(est['shared_epoch_s'])} with {est['sharing']} sharing a GPU)"
+              if est.get("sharing", 1) > 1 else "")
+    line = (f"estimate on this machine: {format_seconds(est['epoch_s'])} per epoch of {arch}{shared}; the sweep "
             f"about {format_seconds(est['typical_s'])}, at most {format_seconds(est['at_most_s'])}")
     if est["typical_s"] < SLOW_SWEEP_S:
         return line

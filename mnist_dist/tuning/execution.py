@@ -27,15 +27,28 @@ def resolve_gpus(scaling: Scaling, resources: dict) -> Scaling:
     return dataclasses.replace(scaling, gpus_per_worker=share)
 
 
+def trials_that_fit(scaling: Scaling, resources: dict) -> int:
+    """Trials that `resources` ({"CPU": n, "GPU": m}) hold at once, by CPUs and by GPUs."""
+    fit = math.floor(resources.get("CPU", 0) / (scaling.workers * scaling.cpus_per_worker) + 1e-9)
+    if scaling.gpus_per_worker:
+        fit = min(fit, math.floor(resources.get("GPU", 0) / (scaling.workers * scaling.gpus_per_worker) + 1e-9))
+    return fit
+
+
+def trials_per_gpu(scaling: Scaling) -> int:
+    """How many single-worker trials share one GPU (1 where none is shared)."""
+    if scaling.workers == 1 and 0 < (scaling.gpus_per_worker or 0) < 1:
+        return math.floor(1 / scaling.gpus_per_worker + 1e-9)
+    return 1
+
+
 def concurrency(ray, scaling: Scaling, limit: int | None, autoscaling: bool = False) -> int:
     """Trials that fit at once: the Train workers hold the resources, the trial itself none.
     On a cluster (--address) an explicit limit is taken as given: the autoscaler adds nodes."""
     if autoscaling and limit:
         return limit
     res = ray.cluster_resources()
-    fit = math.floor(res.get("CPU", 0) / (scaling.workers * scaling.cpus_per_worker) + 1e-9)
-    if scaling.gpus_per_worker:
-        fit = min(fit, math.floor(res.get("GPU", 0) / (scaling.workers * scaling.gpus_per_worker) + 1e-9))
+    fit = trials_that_fit(scaling, res)
     if fit < 1:
         raise ConfigError(f"one trial needs {scaling.workers} workers x {scaling.cpus_per_worker} CPU"
                           f" x {scaling.gpus_per_worker} GPU but the cluster has {res.get('CPU', 0)} "

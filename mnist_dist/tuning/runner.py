@@ -8,7 +8,6 @@ Ray it runs on), execution (how trials run), searcher and scheduler, results and
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from .. import layout
 from ..config import ConfigError
 from ..layout import save_json
 from .execution import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
-                        tune_failures)
+                        trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
@@ -198,12 +197,15 @@ def previous_wall_time(sweep_dir: Path) -> float:
 
 def preflight(spec: SweepSpec, opts: SweepOptions, base: dict) -> dict:
     """Time a few steps of the baseline here, before Ray starts, and estimate the sweep."""
-    from .estimate import describe, estimate
+    from .estimate import describe, estimate, local_gpus
 
-    slots = opts.max_concurrent or spec.max_concurrent
-    if not slots:  # on this machine: as many trials as its CPUs (or GPUs) hold
-        slots = max(1, math.floor((os.cpu_count() or 1) / (opts.scaling.workers * opts.scaling.cpus_per_worker)))
-    est = estimate(spec, base, slots)
+    # as many trials as this machine's CPUs and GPUs hold (a GPU shared as the sweep will)
+    resources = {"CPU": os.cpu_count() or 1, "GPU": local_gpus()}
+    scaling = resolve_gpus(opts.scaling, resources)
+    slots = max(1, trials_that_fit(scaling, resources))
+    limit = opts.max_concurrent or spec.max_concurrent
+    slots = min(slots, limit) if limit else slots
+    est = estimate(spec, base, slots, sharing=min(trials_per_gpu(scaling), slots))
     return {**est, "message": describe(est, spec.arch)}
 
 
