@@ -317,19 +317,25 @@ def events(sweep_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def start_one_at_a_time(tmp_path: Path, name: str, trials: int, fixed: dict, lr_high: float, **popen):
+    """A lenet5 sweep in the background, one trial at a time, ASHA cutting after epoch 1 and the
+    hopeless lr=1e-6 as trial 2: (its command's arguments, its folder, its process)."""
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=trials, max_concurrent=1,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+                     fixed={"test_limit": 500, "batch_size": 32, **fixed},
+                     space={"lr": {"loguniform": [1.0e-6, lr_high]}}, points=[{"lr": 1.0e-6}])
+    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", name, "--quiet"]
+    return args, tmp_path / name, subprocess.Popen(RUN + args, **popen)
+
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
     """Ctrl-C after trial 1: the cut trial is "interrupted" (not failed, not stopped by ASHA),
     the console says how to resume; --resume must not re-run trial 1, and ASHA must still
     remember trial 1's rung values: the hopeless lr=1e-6 trial after the interruption is stopped."""
-    cfg = write_spec(tmp_path / "lenet5.yaml", trials=3, max_concurrent=1,
-                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
-                     # an epoch of a second or two: the Ctrl-C below lands inside trial 2's first
-                     fixed={"epochs": 2, "train_limit": 12000, "test_limit": 500, "batch_size": 32},
-                     space={"lr": {"loguniform": [1.0e-6, 0.1]}}, points=[{"lr": 1.0e-6}])
-    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "resume", "--quiet"]
-    sweep = tmp_path / "resume"
-    proc = subprocess.Popen(RUN + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # an epoch of a second or two: the Ctrl-C below lands inside trial 2's first
+    args, sweep, proc = start_one_at_a_time(tmp_path, "resume", 3, {"epochs": 2, "train_limit": 12000}, 0.1,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     # Trial 2 has started (not merely trial 1 ended: a Ctrl-C between the two cut no trial,
     # seen in 3 of about 14 runs)
@@ -369,14 +375,9 @@ def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in
     next one trains. Tune's snapshot may be seconds older than the kill; `--resume` must not
     start the stopped trial again, every trial keeps one whole history (epochs 1..n, each once),
     and Optuna's storage ends with exactly the trials of trials.csv, none left RUNNING."""
-    cfg = write_spec(tmp_path / "lenet5.yaml", trials=4, max_concurrent=1,
-                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
-                     fixed={"epochs": 3, "train_limit": 4000, "test_limit": 500, "batch_size": 32},
-                     space={"lr": {"loguniform": [1.0e-6, 0.01]}}, points=[{"lr": 1.0e-6}])
-    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "killed", "--quiet"]
-    sweep = tmp_path / "killed"
-    proc = subprocess.Popen(RUN + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args, sweep, proc = start_one_at_a_time(tmp_path, "killed", 4, {"epochs": 3, "train_limit": 4000}, 0.01,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True)
     try:
         deadline = time.time() + 300
         while not any(e.get("status") == "stopped_by_scheduler" for e in events(sweep)):
