@@ -329,10 +329,13 @@ def start_one_at_a_time(tmp_path: Path, name: str, trials: int, fixed: dict, lr_
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
-    """Ctrl-C after trial 1: the cut trial is "interrupted" (not failed, not stopped by ASHA),
-    the console says how to resume; --resume must not re-run trial 1, and ASHA must still
-    remember trial 1's rung values: the hopeless lr=1e-6 trial after the interruption is stopped."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir, sig, code):
+    """Ctrl-C (or SIGTERM: `kill`, `timeout`, a scheduler's time limit) after trial 1: the cut
+    trial is "interrupted" (not failed, not stopped by ASHA), the console says how to resume
+    and shows no stack dump (Ray's answer to SIGTERM); --resume must not re-run trial 1, and
+    ASHA must still remember trial 1's rung values: the hopeless lr=1e-6 trial after the
+    interruption is stopped."""
     # an epoch of a second or two: the Ctrl-C below lands inside trial 2's first
     args, sweep, proc = start_one_at_a_time(tmp_path, "resume", 3, {"epochs": 2, "train_limit": 12000}, 0.1,
                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -342,11 +345,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     while len({e["trial_id"] for e in events(sweep) if e["event"] == "start"}) < 2:
         assert proc.poll() is None and time.time() < deadline, "second trial never started"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C, while trial 2 trains its first epoch
+    proc.send_signal(sig)  # while trial 2 trains its first epoch
     console = proc.communicate(timeout=120)[0]
     done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
     assert len(done_before) == 1
-    assert proc.returncode == 130 and "Traceback" not in console
+    assert proc.returncode == code and "Traceback" not in console and "SIGTERM received" not in console
     assert "interrupted" in console and "--name resume" in console and console.rstrip().splitlines()[-2].endswith(
         "--resume")
     cut = read_csv(sweep / "trials.csv")

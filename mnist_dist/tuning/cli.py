@@ -148,14 +148,22 @@ def run(args) -> int:
     from .console import final_message
     from .results import read_rows
 
+    from .options import sweep_name
+    from .stopping import exit_code
+
     failed = 0
     for spec, opts in plans:
-        summary = run_sweep(spec, opts)
+        try:
+            summary = run_sweep(spec, opts)
+        except KeyboardInterrupt:  # outside Tune's run (the ensemble, the evaluation): trials are saved
+            print(f"\ninterrupted: the finished trials are kept. Resume with:\n"
+                  f"  {resume_command(args, sweep_name(spec, opts))}", flush=True)
+            return exit_code()
         sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
         print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
                             resume_command(args, summary["name"])), flush=True)
         if summary.get("interrupted"):
-            return 130  # what a shell reports for Ctrl-C
+            return exit_code()  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
         failed += "error" in summary
     return 1 if failed else 0
 

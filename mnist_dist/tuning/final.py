@@ -16,6 +16,7 @@ from ..layout import write_csv
 from .execution import make_trainable, reuses_processes, trial_checkpoints
 from .results import evaluate_model, fetch_model, trial_row
 from .spec import baseline_point
+from .stopping import fit
 
 BEST, BASELINE = "best", "baseline"
 
@@ -72,7 +73,7 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
                                   checkpoint_config=trial_checkpoints()))
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
     rows, accs = [], {role: {} for role in configs}
-    for result in tuner.fit():
+    for result in fit(tuner):
         role = role_of(result.config, configs)
         if role is None:  # interrupted before it started: nothing to report
             continue

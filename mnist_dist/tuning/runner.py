@@ -22,6 +22,7 @@ from .execution import (concurrency, make_trainable, resolve_gpus, reuses_proces
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
+from .stopping import fit, stop_on_sigterm
 from .storage import open_storage, seal, write_ahead
 
 class SweepLock:
@@ -144,6 +145,7 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     ray = init_ray(opts)
+    stop_on_sigterm()  # as Ctrl-C: see stopping.py
     opts.scaling = resolve_gpus(opts.scaling, ray.cluster_resources())
     if opts.verbose and opts.scaling.gpus_per_worker:
         print(f"GPU: {opts.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
@@ -154,7 +156,7 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
     if opts.resume and not opts.storage:
         write_ahead(sweep_dir)
-    grid = make_tuner(spec, opts, sweep_dir, ray, base, storage).fit()
+    grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage))
     if not opts.storage:
         seal(sweep_dir, storage)
     summary = collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
