@@ -224,12 +224,14 @@ def test_sweeps_command_shows_where_the_shipped_configs_are(capsys):
     assert str(CONFIGS_DIR) in out and all(f"{arch}.yaml" in out for arch in list_models())
 
 
-@pytest.mark.parametrize("gpus", [0, 1])
-def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, monkeypatch, tmp_path):
+@pytest.mark.parametrize("gpus, share", [(0, None), (1, None), (1, 0.0)],
+                         ids=["no GPU", "a GPU shared by 4", "a GPU not used"])
+def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, monkeypatch, tmp_path):
     """Before Ray starts, the estimate runs as many trials at once as the sweep will: by CPUs,
-    and by GPUs where there are any (four per GPU by default). It once counted the 16 CPUs of
+    and by GPUs where trials use them (four per GPU by default). It once counted the 16 CPUs of
     an H200 machine as 16 trials at once and said 14 s for an alexnet sweep that took 207 s.
-    Trials sharing a GPU are timed as one trial with their batches together."""
+    Trials sharing a GPU are timed as one trial with their batches together; every timing uses
+    the trial's device and its one CPU thread."""
     import os
 
     from mnist_dist.tuning import estimate, runner
@@ -237,26 +239,28 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, monkeypa
 
     timed = []
 
-    def fake_seconds_per_image(cfg, batch_size=None):
-        timed.append(batch_size or cfg.batch_size)
+    def fake_seconds_per_image(cfg, batch_size=None, device=None, threads=None):
+        timed.append((batch_size or cfg.batch_size, device, threads))
         return 1e-4 if batch_size is None else 0.5e-4  # four batches together: half the time per image
 
     monkeypatch.setattr(estimate, "seconds_per_image", fake_seconds_per_image)
     monkeypatch.setattr(estimate, "local_gpus", lambda: gpus)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    spec = load_spec("alexnet")
+    spec = load_spec("alexnet")  # 12 trials of 5 epochs, ASHA at 2 with reduction factor 3
     opts = smoke_options(tmp_path, "est", workers=1, smoke_test=False)
-    opts.scaling = Scaling(workers=1, gpus_per_worker=None)  # auto, as sweeps/run.py starts
+    opts.scaling = Scaling(workers=1, gpus_per_worker=share)  # None: auto, as sweeps/run.py starts
     base = base_config(spec, opts)
     est = runner.preflight(spec, opts, base)
     epoch_images = round(60000 * 0.9) * 1.15
     assert est["epoch_s"] == pytest.approx(1e-4 * epoch_images)
-    if gpus:
-        assert est["concurrency"] == 4 and est["sharing"] == 4 and timed == [32, 128]
+    if gpus and share is None:
+        assert est["concurrency"] == 4 and est["sharing"] == 4
+        assert timed == [(32, "cuda", 1), (128, "cuda", 1)]
         assert est["shared_epoch_s"] == pytest.approx(0.5e-4 * epoch_images * 4)  # twice one alone
         assert "(00:12 with 4 sharing a GPU)" in est["message"]
     else:
-        assert est["concurrency"] == 16 and est["sharing"] == 1 and timed == [32]
+        assert est["concurrency"] == 16 and est["sharing"] == 1 and timed == [(32, "cpu", 1)]
         assert est["shared_epoch_s"] == est["epoch_s"] and "sharing" not in est["message"]
-    per_trial_epochs = est["at_most_s"] * est["concurrency"] / est["shared_epoch_s"] / spec.trials
-    assert per_trial_epochs == pytest.approx(5)  # every trial every epoch, at the shared rate
+    # ASHA's typical budget: 12 trials x 2 epochs, then a third of them 3 more = 36 epochs
+    assert est["typical_s"] == pytest.approx(36 * est["shared_epoch_s"] / est["concurrency"])
+    assert est["at_most_s"] == pytest.approx(12 * 5 * est["shared_epoch_s"] / est["concurrency"])

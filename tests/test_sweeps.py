@@ -373,6 +373,31 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
 
 
 @pytest.mark.slow
+def test_a_sweep_stopped_during_its_final_seeds_counts_no_cut_run(tmp_path):
+    """SIGTERM while --final-seeds retrains: the cut seed run is "interrupted" (its last report
+    said it was still running, and with no scheduler there that is no finished run), left out
+    of the means, and the command exits 143 with the resume command, no stack dump."""
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=1, max_concurrent=1, scheduler={"type": "none"},
+                     fixed={"epochs": 3, "train_limit": 12000, "test_limit": 500, "batch_size": 32},
+                     space={"lr": {"choice": [0.001]}})
+    args = ["lenet5", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "seeds",
+            "--final-seeds", "1", "--quiet"]
+    proc = subprocess.Popen(RUN + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    final = tmp_path / "seeds" / "final"
+    deadline = time.time() + 300
+    while not list(final.glob("*/checkpoint_*/model.pt")):  # the seed run's first epoch is saved
+        assert proc.poll() is None and time.time() < deadline, "the seed run never saved an epoch"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    console = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143 and "Traceback" not in console and "SIGTERM received" not in console
+    seeds = json.loads((tmp_path / "seeds" / "summary.json").read_text())["final_seeds"]
+    assert seeds["interrupted"] is True and seeds["test_acc"] == [] and seeds["test_acc_mean"] is None
+    assert [r["status"] for r in read_csv(final / "trials.csv")] == ["interrupted"]
+    assert "final seeds interrupted" in console and console.rstrip().splitlines()[-2].endswith("--resume")
+
+
+@pytest.mark.slow
 def test_resume_after_a_killed_driver_keeps_stopped_trials_stopped_and_optuna_in_step(tmp_path):
     """SIGKILL the driver (no handler, no cleanup) just after ASHA stopped a trial, while the
     next one trains. Tune's snapshot may be seconds older than the kill; `--resume` must not

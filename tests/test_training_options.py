@@ -144,6 +144,10 @@ def test_checkpoint_files_hold_the_best_weights_once_and_resume_them(mnist, tmp_
     assert saved["state"]["best_state"].keys() == run.state.best_state.keys()
     assert all(torch.equal(saved["state"]["best_state"][k], v) for k, v in run.state.best_state.items())
     assert "best_state" not in read_checkpoint(tmp_path, best_weights=False)["state"]
+    old = tmp_path / "old"  # a checkpoint written before: resume.pt holds the best weights itself
+    old.mkdir()
+    torch.save(ckpt["resume"], old / "resume.pt")
+    assert all(torch.equal(read_checkpoint(old)["state"]["best_state"][k], v) for k, v in run.state.best_state.items())
     resumed = EpochRun(run.cfg, trainer(mnist, **cfg))
     resumed.restore(saved)
     resumed.step()

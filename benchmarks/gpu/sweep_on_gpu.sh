@@ -31,9 +31,9 @@ unpack=$!
 
 step "training loop vs plain loop vs DataLoader (Ray unpacking meanwhile)"
 for bs in 128 32; do
-  # the whole training split and 5 runs: with 20,000 images and 3 runs (eighth session) one
+  # 30,000 images and 5 runs: with 20,000 images and 3 runs (eighth session) one
   # loop's runs spread by 10-19%, more than the gap being measured
-  PYTHONPATH=$PWD timeout 60 python3 benchmarks/train_step.py --arch lenet5 --batch-size $bs --images 54000 \
+  PYTHONPATH=$PWD timeout 60 python3 benchmarks/train_step.py --arch lenet5 --batch-size $bs --images 30000 \
     --repeats 5 --loader-workers 4 2>&1 | tee -a "$log"
 done
 wait $unpack || { step "Ray did not unpack"; cat "$out/unpack.txt" | tee -a "$log"; exit 1; }
@@ -43,15 +43,18 @@ results=/tmp/results
 name=$arch-gpu
 folder=$results/$name
 pack() {  # the sweep folder without models, checkpoints or Tune's trial folders
-  [ -d "$folder" ] && tar -czf "$out/.$name.tgz" -C "$results" --exclude='*.pt' --exclude="$name/tune" "$name" \
-    2>/dev/null && mv "$out/.$name.tgz" "$out/$name.tgz"
+  local tmp="$out/.$name.$BASHPID.tgz"  # the copier's and the last pack's never share a file
+  [ -d "$folder" ] && tar -czf "$tmp" -C "$results" --exclude='*.pt' --exclude="$name/tune" "$name" \
+    2>/dev/null && mv "$tmp" "$out/$name.tgz"
 }
 step "sweep: python3 sweeps/run.py $arch --results-dir $results --name $name $*"
 ( while sleep 20; do pack; done ) & copier=$!
-timeout $(( $(left) - 15 )) \
+budget=$(( $(left) - 15 )); budget=$(( budget > 1 ? budget : 1 ))  # timeout 0 would mean no limit
+timeout $budget \
   python3 sweeps/run.py "$arch" --results-dir "$results" --name "$name" "$@" 2>&1 | tee "$out/sweep-log.txt" | tail -40 >>"$log"
 step "sweep exit ${PIPESTATUS[0]}"
 kill $copier 2>/dev/null
 pack
+rm -f "$out"/.*.tgz  # a copier's tar cut short
 nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$log" 2>&1
 step "done"

@@ -155,14 +155,16 @@ def run(args) -> int:
     for spec, opts in plans:
         try:
             summary = run_sweep(spec, opts)
-        except KeyboardInterrupt:  # outside Tune's run (the ensemble, the evaluation): trials are saved
-            print(f"\ninterrupted: the finished trials are kept. Resume with:\n"
-                  f"  {resume_command(args, sweep_name(spec, opts))}", flush=True)
+        except KeyboardInterrupt:  # outside Tune's runs: before the first trial, or at the ensemble
+            name = sweep_name(spec, opts)
+            started = (Path(opts.results_dir).resolve() / name / layout.TUNE).is_dir()
+            print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"
+                                       if started else "before the first trial; nothing to resume"), flush=True)
             return exit_code()
         sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
         print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
                             resume_command(args, summary["name"])), flush=True)
-        if summary.get("interrupted"):
+        if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted"):
             return exit_code()  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
         failed += "error" in summary
     return 1 if failed else 0

@@ -167,7 +167,7 @@ def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint:
     elif "error" in summary:
         out.append(f"no usable model: {summary['error']}")
     out += final_seeds_lines(summary.get("final_seeds"))
-    if summary.get("interrupted"):
+    if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted"):
         out.append(f"interrupted: the finished trials are kept. Resume with:\n  {resume_hint}")
     out.append(f"results: {sweep_dir}  (report: mnist-dist report --results-dir {sweep_dir.parent})")
     return "\n".join(out)
@@ -175,8 +175,10 @@ def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint:
 
 def final_seeds_lines(final: dict | None) -> list[str]:
     """--final-seeds: the best and the baseline config over the same seeds."""
+    cut = ["final seeds interrupted: only the seed runs that finished are counted"] if (final or {}).get(
+        "interrupted") else []
     if not final or final.get("test_acc_mean") is None:
-        return [f"final seeds: {final['error']}"] if final and final.get("error") else []
+        return cut + ([f"final seeds: {final['error']}"] if final and final.get("error") else [])
     pm = lambda f: f"{100 * f['test_acc_mean']:.2f} +/- {100 * f['test_acc_std']:.2f}%"  # noqa: E731
     lines = [f"final seeds {', '.join(map(str, final['seeds']))}: best config {pm(final)} test accuracy"]
     base = final.get("baseline")
@@ -184,4 +186,4 @@ def final_seeds_lines(final: dict | None) -> list[str]:
         verdict = "beats it" if final.get("beats_baseline") else "within 2 std of it"
         lines.append(f"  the source's baseline config {pm(base)}: best - baseline "
                      f"{100 * final['gain_over_baseline']:+.2f} pp, {verdict}")
-    return lines
+    return lines + cut

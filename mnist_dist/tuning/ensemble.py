@@ -38,6 +38,8 @@ def member_probabilities(paths: list[Path], data, base: dict) -> tuple[list[torc
         model, payload = load_model(path, device)
         probs.append(predict_proba(model, x, input_spec(payload), data.mean, data.std, device))
         del model  # before the next one is loaded: alexnet is 233 MB a member
+    if device.type == "cuda":  # the final seeds' trials may share this GPU next
+        torch.cuda.empty_cache()
     return probs, y
 
 

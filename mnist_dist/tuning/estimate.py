@@ -28,20 +28,33 @@ def local_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def seconds_per_image(cfg: TrainConfig, batch_size: int | None = None) -> float:
+def seconds_per_image(cfg: TrainConfig, batch_size: int | None = None, device: str | None = None,
+                      threads: int | None = None) -> float:
     """Training time per image for this config's model and input, measured here, at the
-    config's batch size or `batch_size`."""
+    config's batch size or `batch_size`, on `device` (default: the GPU if there is one) with
+    `threads` CPU threads (default: torch's), as a trial would train."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time_steps(cfg, batch_size or cfg.batch_size,
+                           torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_steps(cfg: TrainConfig, batch: int, device) -> float:
     import torch
 
     from ..data import prepare_batch
     from ..models import create_model, get_entry
     from ..training.loop import make_optimizer
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     entry = get_entry(cfg.arch)
     model = create_model(cfg.arch, 10, cfg.dropout).to(device)
     opt = make_optimizer(cfg, model.parameters())
-    batch = batch_size or cfg.batch_size
     # random 28x28 digits-sized uint8 images: only the shapes matter for the time
     x = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -70,19 +83,22 @@ def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> 
     return total
 
 
-def estimate(spec, base: dict, concurrency: int, sharing: int = 1) -> dict:
+def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str | None = None,
+             threads: int | None = None) -> dict:
     """Seconds per epoch (alone, and with `sharing` trials on one GPU) and for the whole
-    sweep (typical and at most), on this machine, `concurrency` trials at a time."""
+    sweep (typical and at most), on this machine, `concurrency` trials at a time, each
+    training on `device` with `threads` CPU threads."""
     from .spec import max_epochs
 
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default
     epoch_images = n_train * 1.15  # + validation, about a sixth of an epoch
-    per_epoch = seconds_per_image(cfg) * epoch_images
+    per_epoch = seconds_per_image(cfg, device=device, threads=threads) * epoch_images
     shared = per_epoch
     if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
         # each of their epochs takes k times that rate's epoch, and never less than one alone
-        shared = max(per_epoch, seconds_per_image(cfg, cfg.batch_size * sharing) * epoch_images * sharing)
+        shared = max(per_epoch, seconds_per_image(cfg, cfg.batch_size * sharing, device, threads)
+                     * epoch_images * sharing)
     top = max_epochs(spec) if "epochs" in spec.space else cfg.epochs
     if spec.scheduler.type == "asha":
         epochs = typical_epochs(spec.trials, top, spec.scheduler.grace_period, spec.scheduler.reduction_factor)

@@ -80,12 +80,17 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
         row = trial_row(result, out / layout.HISTORIES)
         seed = result.config["seed"]
         row["role"] = role
+        if result.error is None and row["status"] in (layout.STOPPED_BY_SCHEDULER, layout.FAILED):
+            row["status"] = layout.INTERRUPTED  # no scheduler here, no error: Ctrl-C or SIGTERM cut it
         if row["status"] in layout.USABLE and row["checkpoint_path"]:
             ev = evaluate_model(fetch_model(row["checkpoint_path"], model_dir(out, role, seed)), base)
             row["test_acc"] = accs[role][seed] = ev["accuracy"]
         rows.append(row)
     write_csv(rows, out / layout.TRIALS_CSV)
     final = seed_stats(seeds, accs[BEST])
+    # a seed run cut short (or never started) is left out of the means; --resume trains them all again
+    final["interrupted"] = len(rows) < len(configs) * len(seeds) or any(
+        r["status"] == layout.INTERRUPTED for r in rows)
     if spec.baseline_first:
         final[BASELINE] = {"config": baseline_point(spec),
                            **seed_stats(seeds, accs.get(BASELINE, accs[BEST]))}

@@ -22,7 +22,7 @@ from .execution import (concurrency, make_trainable, resolve_gpus, reuses_proces
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
-from .stopping import fit, stop_on_sigterm
+from .stopping import fit, restore_sigterm, stop_on_sigterm
 from .storage import open_storage, seal, write_ahead
 
 class SweepLock:
@@ -132,6 +132,7 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     try:
         return _run(spec, opts, sweep_dir)
     finally:
+        restore_sigterm()
         lock.release()
 
 
@@ -207,7 +208,10 @@ def preflight(spec: SweepSpec, opts: SweepOptions, base: dict) -> dict:
     slots = max(1, trials_that_fit(scaling, resources))
     limit = opts.max_concurrent or spec.max_concurrent
     slots = min(slots, limit) if limit else slots
-    est = estimate(spec, base, slots, sharing=min(trials_per_gpu(scaling), slots))
+    # each trial's device, and its CPU threads: Ray sets a trial's OMP_NUM_THREADS to its CPUs
+    device = "cuda" if scaling.gpus_per_worker and resources["GPU"] else "cpu"
+    threads = max(1, int(scaling.cpus_per_worker))
+    est = estimate(spec, base, slots, sharing=min(trials_per_gpu(scaling), slots), device=device, threads=threads)
     return {**est, "message": describe(est, spec.arch)}
 
 

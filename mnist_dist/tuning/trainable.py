@@ -27,7 +27,8 @@ from .events import completed_trials
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
     """The latest checkpoint folder a trial wrote (Tune keeps one, briefly two)."""
-    saved = sorted(p.parent for p in Path(trial_dir).glob(f"checkpoint_*/{layout.RESUME}"))
+    saved = sorted(p.parent for p in Path(trial_dir).glob(f"checkpoint_*/{layout.RESUME}")
+                   if (p.parent / layout.MODEL).is_file())  # both files: a resume reads the best weights there
     return saved[-1] if saved else None
 
 
