@@ -41,9 +41,11 @@ def two_nodes(tmp_path_factory):
 def test_sweep_runs_trials_on_both_nodes_and_gathers_results(two_nodes, tmp_path):
     cluster = two_nodes
     # Training (several seconds) outlasts a trial process's start, so the second trial cannot
-    # wait for the first one's process to be free: it must take the other node's CPU.
-    cfg = write_spec(tmp_path / "lenet5.yaml", trials=2, max_concurrent=2, fixed=SLOW["fixed"],
-                     space={"lr": {"choice": [0.001, 0.002]}})
+    # wait for the first one's process to be free: it must take the other node's CPU. With
+    # 8,000 images a trial once ended first on a loaded machine (both cores busy elsewhere), so
+    # 16,000.
+    cfg = write_spec(tmp_path / "lenet5.yaml", trials=2, max_concurrent=2,
+                     fixed={**SLOW["fixed"], "train_limit": 16000}, space={"lr": {"choice": [0.001, 0.002]}})
     cluster.finish(cluster.sweep(sweep_args("lenet5", cfg, tmp_path, "multi"), tmp_path / "sweep.log"))
     sweep = tmp_path / "multi"
     summary = json.loads((sweep / "summary.json").read_text())
