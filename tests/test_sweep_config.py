@@ -239,9 +239,9 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
 
     timed = []
 
-    def fake_seconds_per_image(cfg, batch_size=None, device=None, threads=None):
-        timed.append((batch_size or cfg.batch_size, device, threads))
-        return 1e-4 if batch_size is None else 0.5e-4  # four batches together: half the time per image
+    def fake_seconds_per_image(cfg, batch_size, device, threads):
+        timed.append((batch_size, device, threads))
+        return 1e-4 if batch_size == cfg.batch_size else 0.5e-4  # four batches together: half the time per image
 
     monkeypatch.setattr(estimate, "seconds_per_image", fake_seconds_per_image)
     monkeypatch.setattr(estimate, "local_gpus", lambda: gpus)

@@ -28,19 +28,15 @@ def local_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def seconds_per_image(cfg: TrainConfig, batch_size: int | None = None, device: str | None = None,
-                      threads: int | None = None) -> float:
-    """Training time per image for this config's model and input, measured here, at the
-    config's batch size or `batch_size`, on `device` (default: the GPU if there is one) with
-    `threads` CPU threads (default: torch's), as a trial would train."""
+def seconds_per_image(cfg: TrainConfig, batch_size: int, device: str, threads: int) -> float:
+    """Training time per image for this config's model and input, measured here, at
+    `batch_size`, on `device` with `threads` CPU threads, as a trial would train."""
     import torch
 
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
-        return _time_steps(cfg, batch_size or cfg.batch_size,
-                           torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        return _time_steps(cfg, batch_size, torch.device(device))
     finally:
         torch.set_num_threads(before)
 
@@ -83,8 +79,8 @@ def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> 
     return total
 
 
-def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str | None = None,
-             threads: int | None = None) -> dict:
+def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str = "cpu",
+             threads: int = 1) -> dict:
     """Seconds per epoch (alone, and with `sharing` trials on one GPU) and for the whole
     sweep (typical and at most), on this machine, `concurrency` trials at a time, each
     training on `device` with `threads` CPU threads."""
@@ -93,7 +89,7 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str |
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default
     epoch_images = n_train * 1.15  # + validation, about a sixth of an epoch
-    per_epoch = seconds_per_image(cfg, device=device, threads=threads) * epoch_images
+    per_epoch = seconds_per_image(cfg, cfg.batch_size, device, threads) * epoch_images
     shared = per_epoch
     if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
         # each of their epochs takes k times that rate's epoch, and never less than one alone

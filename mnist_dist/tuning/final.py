@@ -14,7 +14,8 @@ from .. import layout
 from ..evaluation import beats_over_seeds
 from ..layout import write_csv
 from .execution import make_trainable, reuses_processes, trial_checkpoints
-from .results import evaluate_model, fetch_model, trial_row
+from .events import EventLog
+from .results import evaluate_model, fetch_model, mark_interrupted, trial_row
 from .spec import baseline_point
 from .stopping import fit
 
@@ -70,27 +71,25 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
         tune_config=tune.TuneConfig(search_alg=search, num_samples=len(configs),
                                     reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=layout.FINAL, storage_path=str(sweep_dir), verbose=0,
-                                  checkpoint_config=trial_checkpoints()))
+                                  checkpoint_config=trial_checkpoints(), callbacks=[EventLog(out / layout.EVENTS)]))
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
-    rows, accs = [], {role: {} for role in configs}
+    rows = []
     for result in fit(tuner):
         role = role_of(result.config, configs)
         if role is None:  # interrupted before it started: nothing to report
             continue
-        row = trial_row(result, out / layout.HISTORIES)
-        seed = result.config["seed"]
-        row["role"] = role
-        if result.error is None and row["status"] in (layout.STOPPED_BY_SCHEDULER, layout.FAILED):
-            row["status"] = layout.INTERRUPTED  # no scheduler here, no error: Ctrl-C or SIGTERM cut it
+        rows.append({**trial_row(result, out / layout.HISTORIES), "role": role})  # its seed: config/seed
+    # a seed run cut short (or never started) is left out of the means; --resume trains them all again
+    cut = mark_interrupted(rows, out / layout.EVENTS)
+    accs = {role: {} for role in configs}
+    for row in rows:
         if row["status"] in layout.USABLE and row["checkpoint_path"]:
+            role, seed = row["role"], row["config/seed"]
             ev = evaluate_model(fetch_model(row["checkpoint_path"], model_dir(out, role, seed)), base)
             row["test_acc"] = accs[role][seed] = ev["accuracy"]
-        rows.append(row)
     write_csv(rows, out / layout.TRIALS_CSV)
     final = seed_stats(seeds, accs[BEST])
-    # a seed run cut short (or never started) is left out of the means; --resume trains them all again
-    final["interrupted"] = len(rows) < len(configs) * len(seeds) or any(
-        r["status"] == layout.INTERRUPTED for r in rows)
+    final["interrupted"] = bool(cut) or len(rows) < len(configs) * len(seeds)
     if spec.baseline_first:
         final[BASELINE] = {"config": baseline_point(spec),
                            **seed_stats(seeds, accs.get(BASELINE, accs[BEST]))}

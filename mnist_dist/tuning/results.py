@@ -190,16 +190,23 @@ def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
     return reused, len(seen)
 
 
+def mark_interrupted(rows: list[dict], events: Path) -> set[str]:
+    """Trials the event log never saw end were cut by Ctrl-C or SIGTERM: neither failed nor
+    stopped by a scheduler. Marks them `interrupted` and returns their ids."""
+    unfinished = {r["trial_id"] for r in rows} - ended_trials(events)
+    for r in rows:
+        if r["trial_id"] in unfinished:
+            r["status"] = layout.INTERRUPTED
+    return unfinished
+
+
 def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> dict:
     """trials.csv, histories/, best/ (the best trial's model, evaluated) and summary.json."""
     histories = sweep_dir / layout.HISTORIES
     histories.mkdir(exist_ok=True)
     walls = trial_wall_times(sweep_dir / layout.EVENTS)
     rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
-    unfinished = {r["trial_id"] for r in rows} - ended_trials(sweep_dir / layout.EVENTS)
-    for r in rows:  # cut by Ctrl-C: neither failed nor stopped by the scheduler
-        if r["trial_id"] in unfinished:
-            r["status"] = layout.INTERRUPTED
+    unfinished = mark_interrupted(rows, sweep_dir / layout.EVENTS)
     write_csv(rows, sweep_dir / layout.TRIALS_CSV)
     counts = {s: sum(r["status"] == s for r in rows)
               for s in layout.ENDED if s != layout.INTERRUPTED}

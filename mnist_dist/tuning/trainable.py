@@ -32,8 +32,6 @@ def newest_checkpoint(trial_dir: Path) -> Path | None:
     return saved[-1] if saved else None
 
 
-
-
 def trial_device() -> torch.device:
     # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) this trial was given
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
