@@ -194,3 +194,28 @@ def test_readme_quick_start_runs_as_written(tmp_path, mnist):
         if command.startswith("mnist-dist predict"):
             assert "my_digit.jpg" in out.stdout, out.stdout
     assert (tmp_path / "results" / "report" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before the first trial", "after"])
+def test_ctrl_c_outside_tunes_run_says_whether_there_is_anything_to_resume(started, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while no Tune run holds the signal (the pre-flight timing, Ray's start, the
+    ensemble) is a KeyboardInterrupt: no traceback, exit 130, and a resume command only when
+    the sweep's folder holds a started search."""
+    from mnist_dist.cli import main
+    from mnist_dist.tuning import runner
+
+    def interrupted(spec, opts):
+        if started:
+            (tmp_path / "c" / "tune").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    argv = ["lenet5", "--results-dir", str(tmp_path), "--name", "c", "--quiet"]
+    monkeypatch.setattr(sys, "argv", ["sweeps/run.py", *argv])  # what the resume command repeats
+    code = main(["sweep", *argv])
+    out = capsys.readouterr().out
+    assert code == 130 and "Traceback" not in out
+    if started:
+        assert "the finished trials are kept" in out and out.rstrip().endswith("--name c --quiet --resume")
+    else:
+        assert "before the first trial; nothing to resume" in out and "--resume" not in out
