@@ -5,6 +5,7 @@ import argparse
 
 import csv
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -26,7 +27,7 @@ from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
 
 from .conftest import REPO, smoke_options
-from .procs import kill_session
+from .procs import cmdline, kill_session, session_pids
 
 RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 
@@ -373,6 +374,43 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_ends_the_sweep_and_it_resumes(tmp_path, data_dir):
+    """`timeout` and batch schedulers send SIGTERM to the sweep's whole process group, the
+    embedded Ray's raylet and GCS included; Tune's clean stop then waited on the dead raylet
+    forever (seen: `timeout 60 python sweeps/run.py mlp ...` still running a minute after its
+    signal). The sweep must end with 143 and the resume command, leave no trial process
+    training on, and --resume must finish it without running trial 1 again."""
+    args, sweep, proc = start_one_at_a_time(tmp_path, "group", 3, {"epochs": 2, "train_limit": 12000}, 0.1,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                            start_new_session=True)
+    deadline = time.time() + 300
+    while len({e["trial_id"] for e in events(sweep) if e["event"] == "start"}) < 2:
+        assert proc.poll() is None and time.time() < deadline, "second trial never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # what `timeout` does
+    try:
+        console = proc.communicate(timeout=60)[0]
+        left = session_pids(proc.pid)  # Ray's processes, the trials' among them, end with their raylet
+        for _ in range(100):
+            if not left:
+                break
+            time.sleep(0.3)
+            left = session_pids(proc.pid)
+    finally:
+        kill_session(proc.pid, grace=1.0)
+    assert proc.returncode == 143 and "Traceback" not in console, console[-3000:]
+    assert not left, [cmdline(p) for p in left]
+    last = console.rstrip().splitlines()[-1]
+    assert "--name group" in last and last.endswith("--resume")
+    done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
+    out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(read_csv(sweep / "trials.csv")) == 3
+    starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
+    assert done_before and all(starts.count(t) == 1 for t in done_before)
+
+
+@pytest.mark.slow
 def test_a_sweep_stopped_during_its_final_seeds_counts_no_cut_run(tmp_path):
     """SIGTERM while --final-seeds retrains: the cut seed run is "interrupted" (its last report
     said it was still running, and with no scheduler there that is no finished run), left out
@@ -504,6 +542,48 @@ ray_setup.stop_ray()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["2", "True", "1.0"]
+
+
+@pytest.mark.slow
+def test_trials_start_in_workers_ray_started_ahead_with_torch_imported():
+    """A sweep's first trial processes are the Python workers Ray starts with the cluster,
+    torch and the trial module imported as they start (ray_setup.PRELOAD): a trial used to
+    wait ~6 s for its process here. Tune gives each trial actor a runtime_env of its own,
+    which kept it off those workers; the actor here is made the way Tune makes it."""
+    code = """
+import os, sys, time, ray
+from ray.tune.execution.class_cache import _ActorClassCache
+from mnist_dist.tuning import ray_setup
+ray_setup.start_local_ray(num_cpus=2)
+raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+def workers():  # the raylet's idle Python workers now
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat, cmd = open(f"/proc/{pid}/stat").read(), open(f"/proc/{pid}/cmdline").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == raylet and cmd.startswith("ray::IDLE"):
+            found.add(int(pid))
+    return found
+deadline = time.time() + 60
+while len(workers()) < 2 and time.time() < deadline:
+    time.sleep(0.1)
+ahead = workers()
+class Probe:
+    def look(self):
+        from mnist_dist.tuning.trainable import use_trial_cpus
+        import torch
+        use_trial_cpus()
+        return (os.getpid(), "mnist_dist.tuning.trainable" in sys.modules, "torch._dynamo" in sys.modules,
+                torch.get_num_threads())
+pid, trial_module, dynamo, threads = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
+print(len(ahead), pid in ahead, trial_module, dynamo, threads)
+ray_setup.stop_ray()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-5:] == ["2", "True", "True", "True", "1"]
 
 
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):

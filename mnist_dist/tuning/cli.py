@@ -149,13 +149,18 @@ def run(args) -> int:
     from .results import read_rows
 
     from .options import sweep_name
-    from .stopping import exit_code
+    from .stopping import exit_code, set_resume_command, signalled
 
     failed = 0
     for spec, opts in plans:
+        set_resume_command(resume_command(args, sweep_name(spec, opts)))
         try:
             summary = run_sweep(spec, opts)
-        except KeyboardInterrupt:  # outside Tune's runs: before the first trial, or at the ensemble
+        except (KeyboardInterrupt, Exception) as e:
+            # Ctrl-C outside Tune's runs (before the first trial, at the ensemble), or any error
+            # after a signal (Ray's processes may have had it too: see stopping.py)
+            if not (isinstance(e, KeyboardInterrupt) or signalled()):
+                raise
             name = sweep_name(spec, opts)
             started = (Path(opts.results_dir).resolve() / name / layout.TUNE).is_dir()
             print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"
@@ -164,7 +169,7 @@ def run(args) -> int:
         sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
         print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
                             resume_command(args, summary["name"])), flush=True)
-        if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted"):
+        if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted") or signalled():
             return exit_code()  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
         failed += "error" in summary
     return 1 if failed else 0

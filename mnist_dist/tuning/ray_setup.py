@@ -2,6 +2,7 @@
 (`--address`), with the environment every trial process needs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -29,6 +30,27 @@ def runtime_env() -> dict:
 
 PORT_TRIES = 3  # dashboard ports tried before giving up
 
+# Imported by every worker process of an embedded Ray as it starts, before it takes work.
+# Ray starts one worker per CPU with the cluster, so a trial process is ready when the
+# first trials are: without this a trial's first ~6 s went to importing torch and Ray Tune
+# (3.8 s) and, in the optimizer's constructor, torch._dynamo (1.7 s).
+PRELOAD = ["torch", "torch._dynamo", "mnist_dist.tuning.trainable"]
+
+
+@contextlib.contextmanager
+def environment(env: dict):
+    """os.environ with `env` added, for the duration: processes started meanwhile inherit it."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,19 +66,26 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
     that look-up fails ("Found multiple active Ray instances") and the workers of a
     trial ASHA stopped are never released, so later trials wait for CPUs forever.
     Pinning the dashboard port and handing its URL to every worker fixes the look-up.
+
+    The environment reaches the workers by inheritance (Ray's own processes start from this
+    one), not as the job's runtime_env: Ray uses the workers it starts with the cluster,
+    PRELOAD imported, only for jobs without one.
     """
     import ray
 
     base_env = env or runtime_env()["env_vars"]
+    _tune_actors_on_prestarted_workers()
     for attempt in range(PORT_TRIES):
         port = free_port()
         env = {**base_env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         try:
             # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's
             # "actor died") stays in Ray's log files instead of the console
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                     dashboard_port=port, runtime_env={"env_vars": env}, log_to_driver=log_to_driver,
-                     logging_level=logging.INFO if log_to_driver else logging.ERROR)
+            with environment(env):
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                         dashboard_port=port, log_to_driver=log_to_driver,
+                         _system_config={"preload_python_modules": PRELOAD},
+                         logging_level=logging.INFO if log_to_driver else logging.ERROR)
             return ray
         except ValueError as e:
             # The free port can be taken before the dashboard binds it: Ray's own processes
@@ -64,6 +93,18 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
             if "already occupied" not in str(e) or attempt == PORT_TRIES - 1:
                 raise
             ray.shutdown()
+
+
+def _tune_actors_on_prestarted_workers() -> None:
+    """Tune gives each trial actor a runtime_env of its own, {"env_vars": {"PL_DISABLE_FORK":
+    "1"}} (a PyTorch Lightning workaround), and Ray runs an actor with a runtime_env only in a
+    worker started for it: never in the ones it started with the cluster. Nothing here uses
+    Lightning; without the variable the actor's runtime_env is empty and a trial gets a
+    prestarted worker (0.07 s instead of 4.2 s to a ready actor, measured on 2 cores).
+    Any other variable Tune passes on (Ray Train's, when set) still gives the old behaviour."""
+    from ray.tune.execution import class_cache
+
+    getattr(class_cache, "DEFAULT_ENV_VARS", {}).pop("PL_DISABLE_FORK", None)
 
 
 def init_ray(opts: SweepOptions):

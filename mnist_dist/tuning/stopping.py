@@ -5,14 +5,29 @@ with a stack dump and an abort, leaving no summary and no resume command; Ctrl-C
 instead makes Tune stop the trials, keep the finished ones and return, and the sweep then
 says how to resume. So while a sweep runs (from Ray's start, whose handler ours replaces),
 SIGTERM is turned into SIGINT.
+
+`timeout` and batch schedulers send SIGTERM to the whole process group, and so to the Ray
+processes an embedded Ray started (they ignore only SIGINT). Tune's clean stop then waits on
+a dead raylet forever; a watchdog sees the raylet gone and ends the sweep instead. Trials
+checkpoint every epoch and Tune snapshots the sweep as it goes, so `--resume` continues it.
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 
 _received: list[int] = []  # the signals that stopped the latest sweep of this process
 _replaced: list = []  # the SIGTERM handler ours replaced
+_resume: list[str] = []  # the command that resumes the running sweep (set by the CLI)
+_fitting = threading.Event()  # Tune's run is in progress: a lost raylet would hang it
+RAY_CHECK_S = 0.5
+
+
+def set_resume_command(command: str) -> None:
+    _resume[:] = [command]
 
 
 def _main_thread() -> bool:
@@ -20,6 +35,8 @@ def _main_thread() -> bool:
 
 
 def _as_ctrl_c(signum, frame) -> None:
+    if not _received:
+        threading.Thread(target=_watch_ray, name="ray-watchdog", daemon=True).start()
     _received.append(signum)
     if callable(signal.getsignal(signal.SIGINT)):
         signal.raise_signal(signal.SIGINT)
@@ -43,6 +60,31 @@ def restore_sigterm() -> None:
         signal.signal(signal.SIGTERM, found if found is not None else signal.SIG_DFL)
 
 
+def _raylet_gone() -> bool:
+    """The raylet this process started has exited (a Ray it joined, `--address`, has none here)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    raylets = (getattr(node, "all_processes", None) or {}).get("raylet") or []
+    return any(p.process.poll() is not None for p in raylets)
+
+
+def _watch_ray() -> None:
+    while True:
+        time.sleep(RAY_CHECK_S)
+        if _fitting.is_set() and _raylet_gone():
+            hint = f" Resume with:\n  {_resume[0]}" if _resume else ""
+            print("\nstopped: the signal reached Ray's own processes too (sent to the whole process group, as "
+                  "`timeout` and batch schedulers do), so Tune could not stop the trials cleanly. Finished "
+                  f"trials and every trial's last epoch are saved.{hint}", file=sys.stderr, flush=True)
+            os._exit(128 + signal.SIGTERM)
+
+
+def signalled() -> bool:
+    """A signal reached the latest sweep of this process (its results may be partial)."""
+    return bool(_received)
+
+
 def exit_code() -> int:
     """What a shell reports for the signal that stopped the latest sweep: 143 for SIGTERM,
     130 for Ctrl-C."""
@@ -54,8 +96,10 @@ def fit(tuner):
     after a run, which would take the next Ctrl-C (during the ensemble, say) for the finished
     run and ignore it. One found ignored comes back as Python's KeyboardInterrupt."""
     found = signal.getsignal(signal.SIGINT)
+    _fitting.set()
     try:
         return tuner.fit()
     finally:
+        _fitting.clear()
         if _main_thread():
             signal.signal(signal.SIGINT, found if callable(found) else signal.default_int_handler)

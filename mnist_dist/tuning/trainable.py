@@ -37,11 +37,20 @@ def trial_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def use_trial_cpus() -> None:
+    """torch's threads = the trial's CPUs. Ray says how many in OMP_NUM_THREADS as it hands a
+    process its actor, but a process Ray started ahead, torch imported (ray_setup.PRELOAD),
+    had sized torch's thread pool to the whole machine."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 class EpochTrainable(tune.Trainable):
     """One epoch per step; `base` (every trial's shared config) comes from tune.with_parameters."""
 
     def setup(self, config: dict, base: dict, events: str | None = None):
         self.base, self.events = base, events
+        use_trial_cpus()
         self._start(config)
 
     def _start(self, params: dict) -> None:
