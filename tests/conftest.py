@@ -7,12 +7,14 @@ once on a fresh machine through the downloader users get.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]  # `python sweeps/run.py`, as a user runs it
 ARTIFACTS = REPO / "test-artifacts"  # screenshots etc. kept after the run (git-ignored)
 
 

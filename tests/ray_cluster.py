@@ -25,10 +25,9 @@ import yaml
 
 from mnist_dist.tuning.ray_setup import free_port
 
-from .conftest import DATA_DIR, REPO
+from .conftest import DATA_DIR, RUN
 from .procs import cmdline, kill_session, session_pids
 
-RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").exists() \
     else shutil.which("ray") or "ray"
 START_TIMEOUT = 180  # s for a node to come up; this 2-core machine is often loaded

@@ -19,9 +19,8 @@ import yaml
 
 from mnist_dist.tuning.console import SweepProgress
 
-from .conftest import DATA_DIR, REPO
+from .conftest import DATA_DIR, REPO, RUN
 
-RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 NOISE = ("Traceback", "actor died", "Actor died", "INFO", "Checkpoint successfully created", "WARNING:")
 
 

@@ -19,9 +19,8 @@ from mnist_dist.models import list_models
 from mnist_dist.tuning.results import pick_best
 from mnist_dist.tuning.spec import CONFIGS_DIR, load_spec, min_grace_period, schedule_warning
 
-from .conftest import REPO, smoke_options
+from .conftest import REPO, RUN, smoke_options
 
-RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 
 
 def write_spec(path: Path, **spec) -> Path:

@@ -26,10 +26,9 @@ from mnist_dist.models.checkpoint import load_model
 from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
 
-from .conftest import REPO, smoke_options
+from .conftest import RUN, smoke_options
 from .procs import cmdline, kill_session, session_pids
 
-RUN = [sys.executable, str(REPO / "sweeps" / "run.py")]
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -126,6 +126,13 @@ def init_ray(opts: SweepOptions):
     return start_local_ray(env=env, log_to_driver=opts.ray_logs)
 
 
+def sessions_folder() -> Path:
+    """Ray's temp folder on this machine: every Ray session's folder (session_*) is in it."""
+    import ray
+
+    return Path(ray._private.worker._global_node.get_session_dir_path()).parent
+
+
 def stop_ray() -> None:
     """Shut Ray down at the end of a command. Ray's shutdown gives each of its processes a
     second to exit after SIGTERM, and its autoscaler monitor always takes the whole second;

@@ -20,7 +20,8 @@ from ..layout import save_json
 from .execution import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
-from .ray_setup import DRIVER_ENV, init_ray
+from .ray_setup import DRIVER_ENV, init_ray, sessions_folder
+from .snapshot import repair
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
 from .stopping import fit, restore_sigterm, stop_on_sigterm
 from .storage import open_storage, seal, write_ahead
@@ -157,6 +158,9 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
     if opts.resume and not opts.storage:
         write_ahead(sweep_dir)
+    if opts.resume:
+        for name in repair(sweep_dir / layout.TUNE, sessions_folder()):
+            print(f"--resume: {name} was truncated by the kill; restored from Ray's staging copy", flush=True)
     grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage))
     if not opts.storage:
         seal(sweep_dir, storage)
