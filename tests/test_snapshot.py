@@ -48,13 +48,32 @@ def test_a_truncated_snapshot_file_is_restored_from_the_staging_copy(smoke_sweep
     original = cut.read_bytes()
     sessions = tmp_path / "ray"
     stage(sessions, "session_1", cut, original[:0])  # the resumed driver's copy of the cut file
-    stage(sessions, "session_2", cut, original)  # the killed driver's, whole
+    whole_copy = stage(sessions, "session_2", cut, original)  # the killed driver's, whole
+    (sessions / "session_latest").symlink_to(whole_copy.parents[4])  # Ray's link: the same file again
     untouched = {f: f.read_bytes() for f in files if f != cut}
     cut.write_bytes(b"")
     assert repair(sweep / "tune", sessions) == [cut.name]
     assert cut.read_bytes() == original
     assert {f: f.read_bytes() for f in untouched} == untouched
     assert repair(sweep / "tune", sessions) == []  # whole now: nothing to do
+
+
+def test_only_the_snapshot_tune_reads_is_repaired(smoke_sweep, tmp_path):
+    """Tune reads the newest file of each kind (the greatest name): an older one cut short,
+    with no copy left anywhere, is no reason to refuse the resume. Identical whole copies
+    (a resumed sweep's session stages the older snapshots again) are one copy."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(smoke_sweep, sweep)
+    newest = next(f for f in snapshot_files(sweep) if f.name.startswith("search_gen_state"))
+    older = newest.with_name("search_gen_state-2000-01-01_00-00-00.json")
+    older.write_bytes(newest.read_bytes()[:10])
+    sessions = tmp_path / "ray"
+    assert repair(sweep / "tune", sessions) == [] and older.read_bytes() == newest.read_bytes()[:10]
+    original = newest.read_bytes()
+    for session in ("session_1", "session_2"):
+        stage(sessions, session, newest, original)
+    newest.write_bytes(original[:-1])
+    assert repair(sweep / "tune", sessions) == [newest.name] and newest.read_bytes() == original
 
 
 def test_a_truncated_snapshot_file_without_a_sure_copy_stops_the_resume(smoke_sweep, tmp_path):
@@ -66,10 +85,10 @@ def test_a_truncated_snapshot_file_without_a_sure_copy_stops_the_resume(smoke_sw
     sessions = tmp_path / "ray"
     with pytest.raises(ConfigError, match="truncated .* new --name"):
         repair(sweep / "tune", sessions)
-    # two whole copies staged by two sweeps started in the same second, neither naming this
-    # one's folder: which is this sweep's cannot be told, so neither is taken
+    # two different whole copies staged by two sweeps started in the same second, neither
+    # naming this one's folder: which is this sweep's cannot be told, so neither is taken
     stage(sessions, "session_1", cut, original)
-    stage(sessions, "session_2", cut, original.replace(b'"', b'"', 1))
+    stage(sessions, "session_2", cut, original + b"\n")
     with pytest.raises(ConfigError, match="truncated"):
         repair(sweep / "tune", sessions)
     assert cut.read_bytes() == original[: len(original) // 2]

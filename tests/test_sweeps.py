@@ -575,8 +575,10 @@ class Probe:
         import torch
         use_trial_cpus()
         return (os.getpid(), "mnist_dist.tuning.trainable" in sys.modules, "torch._dynamo" in sys.modules,
-                torch.get_num_threads())
-pid, trial_module, dynamo, threads = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
+                torch.get_num_threads(), {k: os.environ.get(k) for k in env})
+env = ray_setup.runtime_env()["env_vars"]  # what the sweep's workers must see, now by inheritance
+pid, trial_module, dynamo, threads, seen = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
+assert seen == env and env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600", (seen, env)
 print(len(ahead), pid in ahead, trial_module, dynamo, threads)
 ray_setup.stop_ray()
 """

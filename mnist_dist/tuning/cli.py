@@ -161,6 +161,8 @@ def run(args) -> int:
             # after a signal (Ray's processes may have had it too: see stopping.py)
             if not (isinstance(e, KeyboardInterrupt) or signalled()):
                 raise
+            if not isinstance(e, KeyboardInterrupt):
+                print(f"after the signal: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             name = sweep_name(spec, opts)
             started = (Path(opts.results_dir).resolve() / name / layout.TUNE).is_dir()
             print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"

@@ -40,23 +40,27 @@ def staged_copy(broken: Path, ray_sessions: Path, sweep: bytes) -> Path | None:
     """The whole copy of `broken` a Ray session staged. Its name holds the second the sweep
     started and every sweep's Tune folder is named alike, so two sweeps started in the same
     second could stage the same name: one that names this sweep's folder (the searcher's
-    state names its Optuna database) wins, and of several that name none, none is taken."""
-    staged = [p for p in sorted(ray_sessions.glob(f"session_*/artifacts/*/{broken.parent.name}/driver_artifacts/"
-                                                  f"{broken.name}")) if whole(p)]
-    named = [p for p in staged if sweep in p.read_bytes()]
+    state names its Optuna database) wins; copies that name none are taken only if they are
+    all the same file (a resumed sweep's session stages the older snapshots again)."""
+    found = ray_sessions.glob(f"session_*/artifacts/*/{broken.parent.name}/driver_artifacts/{broken.name}")
+    # session_latest is a link to one of the sessions: each file once
+    staged = sorted({p.resolve() for p in found if whole(p)})
+    named = [p for p in staged if sweep + b"/" in p.read_bytes()]
     if named:
         return named[0]
-    return staged[0] if len(staged) == 1 else None
+    return staged[0] if staged and len({p.read_bytes() for p in staged}) == 1 else None
 
 
 def repair(tune_dir: Path, ray_sessions: Path) -> list[str]:
-    """Replace each truncated snapshot file in `tune_dir` with the whole one a Ray session under
+    """Replace each truncated snapshot file Tune will read in `tune_dir` with the whole one a Ray session under
     `ray_sessions` (Ray's temp folder) staged for this sweep. Returns the names replaced; raises
     ConfigError, saying what to do, when one has no whole copy left."""
     sweep = str(tune_dir.parent.resolve()).encode()
     replaced = []
     for pattern in SNAPSHOT_FILES:
-        for broken in sorted(p for p in tune_dir.glob(pattern) if not whole(p)):
+        # Tune reads only the newest of each (the greatest name, its driver's start time)
+        broken = max(tune_dir.glob(pattern), default=None)
+        if broken is not None and not whole(broken):
             good = staged_copy(broken, ray_sessions, sweep)
             if good is None:
                 raise ConfigError(

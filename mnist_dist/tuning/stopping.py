@@ -23,6 +23,7 @@ _received: list[int] = []  # the signals that stopped the latest sweep of this p
 _replaced: list = []  # the SIGTERM handler ours replaced
 _resume: list[str] = []  # the command that resumes the running sweep (set by the CLI)
 _fitting = threading.Event()  # Tune's run is in progress: a lost raylet would hang it
+_fit_lock = threading.Lock()  # held by the watchdog from its check to its exit
 RAY_CHECK_S = 0.5
 
 
@@ -72,7 +73,9 @@ def _raylet_gone() -> bool:
 def _watch_ray() -> None:
     while True:
         time.sleep(RAY_CHECK_S)
-        if _fitting.is_set() and _raylet_gone():
+        with _fit_lock:  # fit() cannot return meanwhile and go on writing results we would cut
+            if not (_fitting.is_set() and _raylet_gone()):
+                continue
             hint = f" Resume with:\n  {_resume[0]}" if _resume else ""
             print("\nstopped: the signal reached Ray's own processes too (sent to the whole process group, as "
                   "`timeout` and batch schedulers do), so Tune could not stop the trials cleanly. Finished "
@@ -100,6 +103,7 @@ def fit(tuner):
     try:
         return tuner.fit()
     finally:
-        _fitting.clear()
+        with _fit_lock:
+            _fitting.clear()
         if _main_thread():
             signal.signal(signal.SIGINT, found if callable(found) else signal.default_int_handler)

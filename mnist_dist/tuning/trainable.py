@@ -41,8 +41,9 @@ def use_trial_cpus() -> None:
     """torch's threads = the trial's CPUs. Ray says how many in OMP_NUM_THREADS as it hands a
     process its actor, but a process Ray started ahead, torch imported (ray_setup.PRELOAD),
     had sized torch's thread pool to the whole machine."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": per nesting level
+    if first.isdigit() and int(first) > 0:
+        torch.set_num_threads(int(first))
 
 
 class EpochTrainable(tune.Trainable):
