@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+from .execution import reuses_processes
 from .options import SweepOptions
 
 # Ray Train's controller collects worker reports when it polls them, every 2 s by
@@ -126,7 +127,7 @@ def init_ray(opts: SweepOptions):
         ray.init(address=opts.address, runtime_env={"env_vars": env}, log_to_driver=opts.ray_logs,
                  logging_level=logging.INFO if opts.ray_logs else logging.ERROR)
         return ray
-    return start_local_ray(env=env, log_to_driver=opts.ray_logs, preload=opts.scaling.workers == 1)
+    return start_local_ray(env=env, log_to_driver=opts.ray_logs, preload=reuses_processes(opts.scaling))
 
 
 def sessions_folder() -> Path:
