@@ -547,13 +547,14 @@ ray_setup.stop_ray()
 def test_trials_start_in_workers_ray_started_ahead_with_torch_imported():
     """A sweep's first trial processes are the Python workers Ray starts with the cluster,
     torch and the trial module imported as they start (ray_setup.PRELOAD): a trial used to
-    wait ~6 s for its process here. Tune gives each trial actor a runtime_env of its own,
-    which kept it off those workers; the actor here is made the way Tune makes it."""
+    wait ~6 s for its process here. Each worker says when its imports are done, and the
+    sweep waits for them before its first trial. Tune gives each trial actor a runtime_env
+    of its own, which kept it off those workers; the actor here is made the way Tune makes it."""
     code = """
 import os, sys, time, ray
 from ray.tune.execution.class_cache import _ActorClassCache
 from mnist_dist.tuning import ray_setup
-ray_setup.start_local_ray(num_cpus=2)
+ray_setup.start_local_ray(num_cpus=2, dashboard=False)  # as a sweep of single-worker trials starts it
 raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
 def workers():  # the raylet's idle Python workers now
     found = set()
@@ -565,9 +566,9 @@ def workers():  # the raylet's idle Python workers now
         if int(stat.rsplit(")", 1)[1].split()[1]) == raylet and cmd.startswith("ray::IDLE"):
             found.add(int(pid))
     return found
-deadline = time.time() + 60
-while len(workers()) < 2 and time.time() < deadline:
-    time.sleep(0.1)
+waited = ray_setup.wait_for_trial_processes(2, timeout_s=60)
+folder = ray_setup._ready[0]
+ready = {int(p) for p in os.listdir(folder)}
 ahead = workers()
 class Probe:
     def look(self):
@@ -579,12 +580,26 @@ class Probe:
 env = ray_setup.runtime_env()["env_vars"]  # what the sweep's workers must see, now by inheritance
 pid, trial_module, dynamo, threads, seen = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
 assert seen == env and env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600", (seen, env)
-print(len(ahead), pid in ahead, trial_module, dynamo, threads)
+head = ray._private.worker._global_node.all_processes["dashboard"][0].process.pid
+dashboard = "--disable-frontend" not in open(f"/proc/{head}/cmdline").read()  # Ray keeps a bare head
 ray_setup.stop_ray()
+print(len(ahead), ready == ahead, waited < 60, pid in ahead, trial_module, dynamo, threads, dashboard,
+      os.path.exists(folder))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-5:] == ["2", "True", "True", "True", "1"]
+    assert out.stdout.split()[-9:] == ["2", "True", "True", "True", "True", "True", "1", "False", "False"]
+
+
+def test_a_trial_process_says_it_is_ready_even_when_its_imports_fail(tmp_path):
+    """The driver waits for the workers' ready files before the first trial; a worker whose
+    imports failed must still write one (its trial reports the error), or every sweep would
+    wait out the whole timeout."""
+    code = "import sys; sys.modules['torch'] = None; import mnist_dist.tuning.prestart"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "MNIST_DIST_READY_DIR": str(tmp_path)})
+    assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr
+    assert len(os.listdir(tmp_path)) == 1
 
 
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """Before a sweep commits hours: time a few training steps here and say what it will cost.
 
 The baseline config's model takes a handful of real training steps in the driver, on
-this machine's device, before Ray starts. From the step time come an epoch's time and
+this machine's device (as Ray's trial processes start). From the step time come an epoch's time and
 the sweep's: a typical figure with ASHA (every trial runs the grace period, a third of
 those go on to the next rung, and so on) and the most it can take (every trial runs
 every epoch), with as many trials at once as the sweep will run (by CPUs, and by GPUs
