@@ -185,7 +185,7 @@ def fake_cluster_config(gcs_address: str) -> dict:
 
 STATE_PROBE = """
 import sys, ray
-from mnist_dist.tuning.options import SweepOptions
+from mnist_dist.tuning.options import Scaling, SweepOptions
 from mnist_dist.tuning.ray_setup import init_ray
 
 @ray.remote(num_cpus=0)
@@ -197,8 +197,8 @@ class Probe:  # asks what Ray Train's placement-group cleaner asks, from inside 
         except Exception as e:
             return repr(e)
 
-if sys.argv[1] == "sweep":
-    init_ray(SweepOptions())  # what `mnist-dist sweep` starts
+if sys.argv[1] == "sweep":  # what `mnist-dist sweep --workers 2` starts: Ray Train's trials need the State API
+    init_ray(SweepOptions(scaling=Scaling(workers=2)))
 else:
     ray.init(num_cpus=1)  # a bare local Ray
 print(ray.get(Probe.remote().controller_alive.remote()), flush=True)

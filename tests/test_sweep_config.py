@@ -72,6 +72,71 @@ def test_sweep_command_warns_of_an_early_first_cut(tmp_path):
     assert "grace_period 1 judges trials before" in out.stderr and "at least 4" in out.stderr
 
 
+class FakeTrial:  # what ASHA reads of a trial
+    def __init__(self, trial_id: str, schedule: str):
+        self.trial_id, self.config = trial_id, {"lr_schedule": schedule, "lr": 1e-3}
+
+
+def asha(state: Path, compare_within=None):
+    from mnist_dist.tuning.scheduler import ResumableASHA
+
+    return ResumableASHA(state, compare_within=compare_within, time_attr="training_iteration",
+                         metric="best_val_acc", mode="max", max_t=30, grace_period=8, reduction_factor=3)
+
+
+def rung_actions(scheduler, results) -> dict:
+    """Each (trial, accuracy at epoch 8) in turn, as the trials reach ASHA's first rung."""
+    actions = {}
+    for trial, acc in results:
+        scheduler.on_trial_add(None, trial)
+        actions[trial.trial_id] = scheduler.on_trial_result(
+            None, trial, {"training_iteration": 8, "best_val_acc": acc})
+    return actions
+
+
+def test_asha_ranks_a_schedule_only_against_its_own_kind_and_keeps_that_over_a_resume(tmp_path):
+    """At epoch 8 of 30 a one-cycle trial trails the constant-rate ones it will overtake: with
+    scheduler.compare_within: lr_schedule it is judged against one-cycle trials only."""
+    trials = [(FakeTrial("const1", "constant"), 0.990), (FakeTrial("const2", "constant"), 0.985),
+              (FakeTrial("cycle1", "onecycle"), 0.975), (FakeTrial("cycle2", "onecycle"), 0.970)]
+    plain = rung_actions(asha(tmp_path / "plain.pkl"), trials)
+    assert plain == {"const1": "CONTINUE", "const2": "STOP", "cycle1": "STOP", "cycle2": "STOP"}
+    grouped = rung_actions(asha(tmp_path / "grouped.pkl", "lr_schedule"), trials)
+    assert grouped == {"const1": "CONTINUE", "const2": "STOP", "cycle1": "CONTINUE", "cycle2": "STOP"}
+    # a resumed sweep's new scheduler reads the rungs of each kind back
+    resumed = rung_actions(asha(tmp_path / "grouped.pkl", "lr_schedule"),
+                           [(FakeTrial("cycle3", "onecycle"), 0.972), (FakeTrial("cycle4", "onecycle"), 0.980),
+                            (FakeTrial("const3", "constant"), 0.980)])
+    assert resumed == {"cycle3": "STOP", "cycle4": "CONTINUE", "const3": "STOP"}
+
+
+def test_a_sweep_started_before_compare_within_resumes(tmp_path):
+    """`--resume` unpickles the scheduler the sweep started with, without __init__: one
+    written before compare_within existed has neither it nor the kinds' rungs."""
+    import pickle
+
+    old = asha(tmp_path / "old.pkl")
+    for name in ("compare_within", "_groups", "_empty"):
+        del old.__dict__[name]
+    restored = pickle.loads(pickle.dumps(old))
+    assert rung_actions(restored, [(FakeTrial("a", "constant"), 0.99), (FakeTrial("b", "onecycle"), 0.98)]) == {
+        "a": "CONTINUE", "b": "STOP"}
+
+
+@pytest.mark.parametrize("space, scheduler", [
+    ({"lr": {"loguniform": [1e-4, 1e-2]}}, {"type": "asha"}),  # not searched
+    ({"lr": {"loguniform": [1e-4, 1e-2]}, "dropout": {"uniform": [0.0, 0.5]}}, {"type": "asha"}),  # continuous
+    ({"lr_schedule": {"choice": ["constant", "onecycle"]}}, {"type": "none"}),  # no ASHA to compare
+])
+def test_compare_within_must_name_a_choice_searched_under_asha(tmp_path, space, scheduler):
+    within = "dropout" if "dropout" in space else "lr_schedule"
+    cfg = write_spec(tmp_path / "s.yaml", space=space, scheduler={**scheduler, "compare_within": within})
+    with pytest.raises(ConfigError, match=f"compare_within='{within}' must name a parameter the space searches "
+                                          "with choice, under type: asha"):
+        load_spec("lenet5", cfg)
+    assert load_spec("cnn_bn").scheduler.compare_within == "lr_schedule"
+
+
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_sweep_configs(tmp_path):
     """A non-editable install (a wheel) has no repository beside it: the YAMLs are package data."""

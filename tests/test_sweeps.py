@@ -566,8 +566,8 @@ def workers():  # the raylet's idle Python workers now
         if int(stat.rsplit(")", 1)[1].split()[1]) == raylet and cmd.startswith("ray::IDLE"):
             found.add(int(pid))
     return found
-waited = ray_setup.wait_for_trial_processes(2, timeout_s=60)
-folder = ray_setup._ready[0]
+waited = ray_setup.wait_for_trial_processes(3, timeout_s=60)  # only 2 were started: 2 it is
+folder = ray_setup._ready[0][0]
 ready = {int(p) for p in os.listdir(folder)}
 ahead = workers()
 class Probe:

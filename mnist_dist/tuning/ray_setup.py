@@ -42,7 +42,7 @@ PORT_TRIES = 3  # dashboard ports tried before giving up
 # and these imports made each DDP trial 5 s slower (22.6 s instead of 17.6 s of overhead).
 PRELOAD = ["mnist_dist.tuning.prestart"]
 READY_ENV = "MNIST_DIST_READY_DIR"  # where prestarted workers say they are ready (prestart.py)
-_ready: list[Path] = []  # that folder, for the embedded Ray of this process
+_ready: list[tuple[Path, int]] = []  # that folder and the workers Ray started ahead, for this process's Ray
 
 
 @contextlib.contextmanager
@@ -85,10 +85,14 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
     import ray
 
     base_env = dict(env or runtime_env()["env_vars"])
+    num_cpus = num_cpus or os.cpu_count()
     _tune_actors_on_prestarted_workers()
+    _forget_ready()
     if preload:
-        _ready[:] = [Path(tempfile.mkdtemp(prefix="mnist-dist-ready-"))]
-        base_env[READY_ENV] = str(_ready[0])
+        # Ray starts one worker per CPU, but no more than it starts at once: os.cpu_count()
+        folder = Path(tempfile.mkdtemp(prefix="mnist-dist-ready-"))
+        _ready[:] = [(folder, min(num_cpus, os.cpu_count() or 1))]
+        base_env[READY_ENV] = str(folder)
     for attempt in range(PORT_TRIES):
         port = free_port()
         env = {**base_env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} if dashboard else base_env
@@ -96,7 +100,7 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
             # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's
             # "actor died") stays in Ray's log files instead of the console
             with environment(env):
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard,
+                ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
                          dashboard_host="127.0.0.1", dashboard_port=port if dashboard else None,
                          log_to_driver=log_to_driver,
                          _system_config={"preload_python_modules": PRELOAD if preload else []},
@@ -116,18 +120,28 @@ def wait_for_trial_processes(count: int, timeout_s: float = 60.0) -> float:
     waited. Trials then start in ready processes and each trial's time is its own, as in a
     plain Optuna loop whose imports precede its first trial. The wall time is the same:
     Tune's first trials would otherwise wait for these imports themselves. A worker that
-    died before saying so only makes this wait the whole timeout, once."""
+    died before saying so only makes this wait the whole timeout, once: the folder goes
+    after the wait (workers Ray starts later find none and say nothing), so a later sweep of
+    this process (`sweeps/run.py all`, the final seeds) does not wait."""
     if not _ready:
-        return 0.0  # a cluster (--address), or DDP trials: no worker was started ahead
+        return 0.0  # a cluster (--address), DDP trials, or waited for already
+    folder, ahead = _ready[0]
     t0 = time.time()
     while time.time() - t0 < timeout_s:
         try:
-            if len(os.listdir(_ready[0])) >= count:
+            if len(os.listdir(folder)) >= min(count, ahead):
                 break
         except OSError:
             break
         time.sleep(0.05)
+    _forget_ready()
     return time.time() - t0
+
+
+def _forget_ready() -> None:
+    for folder, _ in _ready:
+        shutil.rmtree(folder, ignore_errors=True)
+    _ready.clear()
 
 
 def _tune_actors_on_prestarted_workers() -> None:
@@ -176,9 +190,7 @@ def stop_ray() -> None:
     driver started no processes and only disconnects.)"""
     import ray
 
-    for folder in _ready:
-        shutil.rmtree(folder, ignore_errors=True)
-    _ready.clear()
+    _forget_ready()  # a driver stopped before its search began
     if not ray.is_initialized():
         return
     node = getattr(ray._private.worker, "_global_node", None)

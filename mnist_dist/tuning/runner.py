@@ -91,7 +91,8 @@ def make_scheduler(spec: SweepSpec, sweep_dir: Path):
 
     if spec.scheduler.type == "none":
         return FIFOScheduler()
-    return ResumableASHA(sweep_dir / "asha-state.pkl", time_attr="training_iteration",
+    return ResumableASHA(sweep_dir / "asha-state.pkl", compare_within=spec.scheduler.compare_within,
+                         time_attr="training_iteration",
                          metric=spec.metric, mode=spec.mode,
                          max_t=max_epochs(spec), grace_period=spec.scheduler.grace_period,
                          reduction_factor=spec.scheduler.reduction_factor)
@@ -157,7 +158,8 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     if not opts.resume:  # once the GPUs are decided
         save_resolved(spec, opts, base, sweep_dir)
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
-    wait_for_trial_processes(concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent))
+    if not opts.address:  # an embedded Ray: its first trials' processes were started ahead
+        wait_for_trial_processes(concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent))
     t0 = time.time()
     storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
     if opts.resume and not opts.storage:

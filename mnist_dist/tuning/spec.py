@@ -35,6 +35,7 @@ class SchedulerSpec:
     type: str = "asha"  # asha | none
     grace_period: int = 1  # epochs every trial runs before it may be stopped
     reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+    compare_within: str | None = None  # a searched param: rank trials only against its same value
 
 
 @dataclass
@@ -161,8 +162,8 @@ def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None 
     sched = raw.pop("scheduler", None) or {}
     bad = set(sched) - {f.name for f in dataclasses.fields(SchedulerSpec)}
     if bad:
-        raise ConfigError(f"{where}: unknown scheduler key(s) {sorted(bad)}; known: type, "
-                          "grace_period, reduction_factor")
+        raise ConfigError(f"{where}: unknown scheduler key(s) {sorted(bad)}; known: "
+                          f"{', '.join(f.name for f in dataclasses.fields(SchedulerSpec))}")
     spec = SweepSpec(**{**raw, "arch": arch}, scheduler=SchedulerSpec(**sched))
     validate(spec, where)
     return spec
@@ -185,6 +186,12 @@ def validate(spec: SweepSpec, where: str) -> None:
         raise ConfigError(f"{where}: max_concurrent={spec.max_concurrent!r}; expected >= 1")
     if spec.scheduler.type not in ("asha", "none"):
         raise ConfigError(f"{where}: scheduler.type={spec.scheduler.type!r}; expected asha or none")
+    within = spec.scheduler.compare_within
+    choices = [k for k, d in (spec.space or {}).items() if isinstance(d, dict) and "choice" in d]
+    if within is not None and (within not in choices or spec.scheduler.type != "asha"):
+        # a continuous parameter would give every trial rungs of its own: ASHA would stop none
+        raise ConfigError(f"{where}: scheduler.compare_within={within!r} must name a parameter the space "
+                          f"searches with choice, under type: asha; this space's: {', '.join(choices) or 'none'}")
     spec.fixed = coerce(spec.fixed or {}, f"{where}: fixed")
     for name, d in (spec.space or {}).items():
         _check_dist(name, d, where)
