@@ -566,9 +566,12 @@ def workers():  # the raylet's idle Python workers now
         if int(stat.rsplit(")", 1)[1].split()[1]) == raylet and cmd.startswith("ray::IDLE"):
             found.add(int(pid))
     return found
-waited = ray_setup.wait_for_trial_processes(3, timeout_s=60)  # only 2 were started: 2 it is
-folder = ray_setup._ready[0][0]
+folder = ray_setup._ready[0][0]  # the wait removes it: read the markers first
+t0 = time.time()
+while len(os.listdir(folder)) < 2 and time.time() - t0 < 60:
+    time.sleep(0.05)
 ready = {int(p) for p in os.listdir(folder)}
+waited = ray_setup.wait_for_trial_processes(3, timeout_s=60)  # only 2 were started: 2 it is, no wait
 ahead = workers()
 class Probe:
     def look(self):
@@ -583,7 +586,7 @@ assert seen == env and env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600", (
 head = ray._private.worker._global_node.all_processes["dashboard"][0].process.pid
 dashboard = "--disable-frontend" not in open(f"/proc/{head}/cmdline").read()  # Ray keeps a bare head
 ray_setup.stop_ray()
-print(len(ahead), ready == ahead, waited < 60, pid in ahead, trial_module, dynamo, threads, dashboard,
+print(len(ahead), ready == ahead, waited < 5, pid in ahead, trial_module, dynamo, threads, dashboard,
       os.path.exists(folder))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
