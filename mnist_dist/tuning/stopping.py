@@ -8,8 +8,11 @@ SIGTERM is turned into SIGINT.
 
 `timeout` and batch schedulers send SIGTERM to the whole process group, and so to the Ray
 processes an embedded Ray started (they ignore only SIGINT). Tune's clean stop then waits on
-a dead raylet forever; a watchdog sees the raylet gone and ends the sweep instead. Trials
-checkpoint every epoch and Tune snapshots the sweep as it goes, so `--resume` continues it.
+a dead raylet forever, and Ray's core ends the driver with exit status 1 and no word once
+the raylet has drained (10 s). A watchdog, started by the signal, sees Ray's own processes
+end (the log monitor and dashboard within 20 ms) and ends the sweep first, with 143 and the
+resume command. Trials checkpoint every epoch and Tune snapshots the sweep as it goes, so
+`--resume` continues it.
 """
 from __future__ import annotations
 
@@ -22,9 +25,9 @@ import time
 _received: list[int] = []  # the signals that stopped the latest sweep of this process
 _replaced: list = []  # the SIGTERM handler ours replaced
 _resume: list[str] = []  # the command that resumes the running sweep (set by the CLI)
-_fitting = threading.Event()  # Tune's run is in progress: a lost raylet would hang it
+_fitting = threading.Event()  # Tune's run is in progress: a signalled Ray would hang it
 _fit_lock = threading.Lock()  # held by the watchdog from its check to its exit
-RAY_CHECK_S = 0.5
+RAY_CHECK_S = 0.05  # well inside the raylet's 10 s drain, after which Ray's core exits 1
 
 
 def set_resume_command(command: str) -> None:
@@ -61,20 +64,22 @@ def restore_sigterm() -> None:
         signal.signal(signal.SIGTERM, found if found is not None else signal.SIG_DFL)
 
 
-def _raylet_gone() -> bool:
-    """The raylet this process started has exited (a Ray it joined, `--address`, has none here)."""
+def _ray_processes_ended() -> bool:
+    """A Ray process this process started (GCS, raylet, log monitor, dashboard...) has exited:
+    none does while Ray runs, so the signal reached them too. A Ray it joined (`--address`)
+    has none here, and a signal to this process alone leaves them running."""
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
-    raylets = (getattr(node, "all_processes", None) or {}).get("raylet") or []
-    return any(p.process.poll() is not None for p in raylets)
+    started = (getattr(node, "all_processes", None) or {}).values()
+    return any(p.process.poll() is not None for infos in started for p in infos)
 
 
 def _watch_ray() -> None:
     while True:
         time.sleep(RAY_CHECK_S)
         with _fit_lock:  # fit() cannot return meanwhile and go on writing results we would cut
-            if not (_fitting.is_set() and _raylet_gone()):
+            if not (_fitting.is_set() and _ray_processes_ended()):
                 continue
             hint = f" Resume with:\n  {_resume[0]}" if _resume else ""
             print("\nstopped: the signal reached Ray's own processes too (sent to the whole process group, as "
