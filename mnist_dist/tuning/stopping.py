@@ -8,10 +8,11 @@ SIGTERM is turned into SIGINT.
 
 `timeout` and batch schedulers send SIGTERM to the whole process group, and so to the Ray
 processes an embedded Ray started (they ignore only SIGINT). Tune's clean stop then waits on
-a dead raylet forever, and Ray's core ends the driver with exit status 1 and no word once
-the raylet has drained (10 s). A watchdog, started by the signal, sees Ray's own processes
-end (the log monitor and dashboard within 20 ms) and ends the sweep first, with 143 and the
-resume command. Trials checkpoint every epoch and Tune snapshots the sweep as it goes, so
+a dead raylet forever, or Ray's core ends the driver with exit status 1 and no word when it
+notices (after the raylet's 10 s drain when idle; once within 0.16 s beside two CPU-bound
+processes). A watchdog, started by the signal, sees Ray's own processes end (the log monitor
+and dashboard within 20 ms) and ends the sweep, with 143 and the resume command; it usually
+acts first. Starting Ray's processes in a group of their own would avoid the race. Trials checkpoint every epoch and Tune snapshots the sweep as it goes, so
 `--resume` continues it.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ _replaced: list = []  # the SIGTERM handler ours replaced
 _resume: list[str] = []  # the command that resumes the running sweep (set by the CLI)
 _fitting = threading.Event()  # Tune's run is in progress: a signalled Ray would hang it
 _fit_lock = threading.Lock()  # held by the watchdog from its check to its exit
-RAY_CHECK_S = 0.05  # well inside the raylet's 10 s drain, after which Ray's core exits 1
+RAY_CHECK_S = 0.05  # Ray's core may exit 1 as soon as it notices (see above)
 
 
 def set_resume_command(command: str) -> None:
