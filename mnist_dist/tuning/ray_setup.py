@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,45 @@ def environment(env: dict):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def own_process_group():
+    """Ray's processes started meanwhile (GCS, raylet and the workers it starts, log monitor,
+    dashboard) go in a process group of their own, as Ray itself does on Windows.
+
+    `timeout` and batch schedulers send SIGTERM to the driver's whole process group. Ray's
+    processes went down with the driver, Tune could not stop cleanly, and Ray's core could
+    end the driver with exit status 1 and no word (seen in a full test run). Out of that
+    group, only the driver gets the signal and stops as on Ctrl-C: the summary, the
+    interrupted trials and the resume command. They still die with the driver however it
+    ends (kernel fate-sharing, PR_SET_PDEATHSIG); without that (not Linux), Ray's reaper
+    needs them in the driver's group, so they stay. Ray has no option for it: the class it
+    starts them with is wrapped for the duration."""
+    import ray
+    from ray._private import services
+
+    if sys.platform == "win32" or not ray._private.utils.detect_fate_sharing_support():
+        yield
+        return
+    found = services.ConsolePopen
+
+    class InOwnGroup(found):
+        def __init__(self, *args, **kwargs):
+            ray_setup = kwargs.get("preexec_fn")  # Ray's: block SIGINT, die with the parent
+
+            def preexec():  # in the child, before exec (Popen's process_group needs 3.11)
+                os.setpgid(0, 0)
+                if ray_setup:
+                    ray_setup()
+
+            super().__init__(*args, **{**kwargs, "preexec_fn": preexec})
+
+    services.ConsolePopen = InOwnGroup
+    try:
+        yield
+    finally:
+        services.ConsolePopen = found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))  # free on every interface, loopback included
@@ -99,7 +139,7 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
         try:
             # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's
             # "actor died") stays in Ray's log files instead of the console
-            with environment(env):
+            with environment(env), own_process_group():
                 ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
                          dashboard_host="127.0.0.1", dashboard_port=port if dashboard else None,
                          log_to_driver=log_to_driver,

@@ -6,14 +6,14 @@ instead makes Tune stop the trials, keep the finished ones and return, and the s
 says how to resume. So while a sweep runs (from Ray's start, whose handler ours replaces),
 SIGTERM is turned into SIGINT.
 
-`timeout` and batch schedulers send SIGTERM to the whole process group, and so to the Ray
-processes an embedded Ray started (they ignore only SIGINT). Tune's clean stop then waits on
-a dead raylet forever, or Ray's core ends the driver with exit status 1 and no word when it
-notices (after the raylet's 10 s drain when idle; once within 0.16 s beside two CPU-bound
-processes). A watchdog, started by the signal, sees Ray's own processes end (the log monitor
-and dashboard within 20 ms) and ends the sweep, with 143 and the resume command; it usually
-acts first. Starting Ray's processes in a group of their own would avoid the race. Trials checkpoint every epoch and Tune snapshots the sweep as it goes, so
-`--resume` continues it.
+`timeout` and batch schedulers send SIGTERM to the whole process group; the embedded Ray's
+processes are in groups of their own (ray_setup.own_process_group), so only the driver gets
+it and stops as on Ctrl-C. A scheduler that signals every process of a job (Slurm does)
+still reaches Ray's processes too (they ignore only SIGINT): Tune's clean stop would then
+wait on a dead raylet forever, or Ray's core end the driver with exit 1 and no word. A
+watchdog, started by the signal, sees a Ray process end (the log monitor within 20 ms) and
+ends the sweep with 143 and the resume command; it usually acts first. Trials checkpoint
+every epoch and Tune snapshots the sweep as it goes, so `--resume` continues it.
 """
 from __future__ import annotations
 
