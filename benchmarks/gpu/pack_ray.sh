@@ -13,7 +13,7 @@
 # The wheels assume the machine already has what Ray's core needs (aiohttp, grpcio, numpy,
 # pandas, pyarrow, protobuf, ...); see docs/performance.md, "Sweeps on the H200".
 set -euo pipefail
-out=${1:?usage: pack_ray.sh DIR [PYTHON_VERSION]}
+out=$(realpath -m "${1:?usage: pack_ray.sh DIR [PYTHON_VERSION]}")  # the packing below runs elsewhere
 py=${2:-3.12}
 mkdir -p "$out/whl"
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64

@@ -5,7 +5,8 @@
 #
 #   MNIST_DIST_DATA_DIR=DATA bash benchmarks/gpu/sweep_on_gpu.sh RAY_DIR OUT_DIR ARCH [sweep flags]
 #
-# Everything ends within $GPU_SECONDS (default 540). OUT_DIR gets log.txt, the sweep's log
+# Everything ends within $GPU_SECONDS (default 540); TRAIN_STEP=0 skips the training-step timing
+# (then only Ray's unpacking comes before the sweep). OUT_DIR gets log.txt, the sweep's log
 # and its folder without models or Tune's trial folders (ARCH-gpu.tgz, also copied every
 # 20 s while the sweep runs, so a run cut by the machine's limit still returns its trials).
 set -u
@@ -29,14 +30,15 @@ site=/tmp/site
   && tar -xJf "$ray_dir/ray.tar.xz" -C $site ) >"$out/unpack.txt" 2>&1 &
 unpack=$!
 
-step "training loop vs plain loop vs DataLoader (Ray unpacking meanwhile)"
-for bs in 128 32; do
+[ "${TRAIN_STEP:-1}" = 0 ] || step "training loop vs plain loop vs DataLoader (Ray unpacking meanwhile)"
+for bs in $([ "${TRAIN_STEP:-1}" = 0 ] || echo 128 32); do
   # 30,000 images and 5 runs: with 20,000 images and 3 runs (eighth session) one
   # loop's runs spread by 10-19%, more than the gap being measured
   PYTHONPATH=$PWD timeout 60 python3 benchmarks/train_step.py --arch lenet5 --batch-size $bs --images 30000 \
     --repeats 5 --loader-workers 4 2>&1 | tee -a "$log"
 done
 wait $unpack || { step "Ray did not unpack"; cat "$out/unpack.txt" | tee -a "$log"; exit 1; }
+step "Ray unpacked"
 export PYTHONPATH=$site:$PWD
 
 results=/tmp/results
