@@ -416,6 +416,34 @@ def test_sigterm_to_the_whole_process_group_stops_the_sweep_cleanly_and_it_resum
 
 
 @pytest.mark.slow
+def test_sigterm_while_ray_starts_stops_the_sweep_once_ray_has(tmp_path, data_dir):
+    """Ray's start sets SIGTERM handlers of its own (drain the node and exit 1; raise
+    SystemExit(15)). A SIGTERM in the middle of it ended the command with 15 and no word,
+    or was lost and the sweep ran on to the end (seen with the signal 0.3 s after the
+    raylet appeared). Now it waits until Ray has started, then stops as Ctrl-C does."""
+    proc = subprocess.Popen(RUN + ["lenet5", "--smoke-test", "--results-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any("gcs_server" in cmdline(p) for p in session_pids(proc.pid)):  # Ray's first process
+            assert proc.poll() is None and time.time() < deadline, "Ray never started"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGTERM)
+        console = proc.communicate(timeout=120)[0]
+        left = session_pids(proc.pid)
+        for _ in range(50):
+            if not left:
+                break
+            time.sleep(0.3)
+            left = session_pids(proc.pid)
+    finally:
+        kill_session(proc.pid, grace=1.0)
+    assert proc.returncode == 143 and "Traceback" not in console, console[-6000:]
+    assert "interrupted: before the first trial" in console
+    assert not left, [cmdline(p) for p in left]
+
+
+@pytest.mark.slow
 def test_the_watchdog_sees_a_ray_process_end():
     """A scheduler that signals every process of a job (Slurm does), not a process group,
     still reaches Ray's: the watchdog (stopping.py) then ends the sweep instead of letting

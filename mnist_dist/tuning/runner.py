@@ -23,7 +23,7 @@ from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from .ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
 from .snapshot import repair
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
-from .stopping import fit, restore_sigterm, stop_on_sigterm
+from .stopping import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
 from .storage import open_storage, seal, write_ahead
 
 class SweepLock:
@@ -145,8 +145,9 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     base = base_config(spec, opts)  # what every trial shares, computed once
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
-    ray = init_ray(opts)
     stop_on_sigterm()  # as Ctrl-C: see stopping.py
+    with held_while_ray_starts():
+        ray = init_ray(opts)
     # Timed while Ray's trial processes import torch: they run at nice 15 and take only the
     # CPU time these steps leave (lenet5's epoch estimated at 8.9 s so, 8.8 s before Ray's
     # start, 3 runs each on 2 cores: within the runs' spread of 0.9 s)
