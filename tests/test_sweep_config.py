@@ -17,7 +17,7 @@ import yaml
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
 from mnist_dist.tuning.results import pick_best
-from mnist_dist.tuning.spec import CONFIGS_DIR, load_spec, min_grace_period, schedule_warning
+from mnist_dist.tuning.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
 
 from .conftest import REPO, RUN, smoke_options
 
@@ -286,6 +286,40 @@ def test_sweeps_command_shows_where_the_shipped_configs_are(capsys):
     assert main(["sweeps"]) == 0
     out = capsys.readouterr().out
     assert str(CONFIGS_DIR) in out and all(f"{arch}.yaml" in out for arch in list_models())
+
+
+def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches(monkeypatch):
+    """Small batches cost the most per image (a step's fixed part is paid per batch): on an
+    H200 a cnn_bn sweep's epochs took 12.6-14.9 s at batch 32 and 3.3-4.7 s at 128, and the
+    estimate, timed at the baseline's 128 alone, said 3:57 for a search of 6:53. The steps
+    are now also timed at the space's smallest batch, and a sweep's epoch is the average over
+    its batch sizes of t(B) = c + d / B per image, fitted to the two timings."""
+    from mnist_dist.tuning import estimate
+
+    c, d = 1e-5, 3e-3  # seconds per image: a fixed part and one per step
+    timed = []
+
+    def fake_seconds_per_image(cfg, batch_size, device, threads):
+        timed.append(batch_size)
+        return c + d / batch_size
+
+    monkeypatch.setattr(estimate, "seconds_per_image", fake_seconds_per_image)
+    spec = load_spec("lenet5")  # baseline batch 128 (the source's); the space: 32, 64, 128, 256
+    assert estimate.batch_sizes(spec, 128) == [32, 64, 128, 256]
+    base = {**baseline_point(spec), "arch": "lenet5", **spec.fixed, "batch_size": 128}
+    est = estimate.estimate(spec, base, concurrency=2)
+    assert sorted(timed) == [32, 128]
+    images = est["epoch_s"] / (c + d / 128)  # the baseline's epoch, as printed
+    assert images == pytest.approx(round(60000 * 0.9) * 1.15)  # training + validation images
+    mean = sum(c + d / b for b in (32, 64, 128, 256)) / 4
+    assert est["mean_epoch_s"] == pytest.approx(mean * images)
+    assert est["at_most_s"] == pytest.approx(spec.trials * spec.fixed["epochs"] * mean * images / 2)
+    # one timing when the baseline's batch is already the smallest, or the space has none
+    timed.clear()
+    est = estimate.estimate(spec, {**base, "batch_size": 32}, concurrency=2)
+    assert timed == [32] and est["mean_epoch_s"] == pytest.approx(est["epoch_s"])
+    # two equal timings (no per-step part): every batch size costs the same
+    assert estimate.mean_seconds_per_image({32: 2e-4, 128: 2e-4}, [32, 64, 128, 256]) == pytest.approx(2e-4)
 
 
 @pytest.mark.parametrize("gpus, share", [(0, None), (1, None), (1, 0.0)],

@@ -1,8 +1,9 @@
 """Before a sweep commits hours: time a few training steps here and say what it will cost.
 
 The baseline config's model takes a handful of real training steps in the driver, on
-this machine's device (as Ray's trial processes start). From the step time come an epoch's time and
-the sweep's: a typical figure with ASHA (every trial runs the grace period, a third of
+this machine's device (as Ray's trial processes start), at the baseline's batch size and at
+the smallest the space searches. From the step times come an epoch's time (averaged over the
+batch sizes the trials will use) and the sweep's: a typical figure with ASHA (every trial runs the grace period, a third of
 those go on to the next rung, and so on) and the most it can take (every trial runs
 every epoch), with as many trials at once as the sweep will run (by CPUs, and by GPUs
 where there are any). Trials that share a GPU are timed as one trial with their batches
@@ -18,7 +19,9 @@ import time
 from ..config import TrainConfig
 from ..progress import format_seconds
 
-STEPS = 3  # timed steps, after one untimed warm-up step
+STEPS = 3  # timed steps at least, after one untimed warm-up step
+MIN_TIMED_S = 0.3  # and more steps until this long (small models), at most MAX_STEPS
+MAX_STEPS = 200
 SLOW_SWEEP_S = 2 * 3600  # above this, say so and offer alternatives
 
 
@@ -54,18 +57,40 @@ def _time_steps(cfg: TrainConfig, batch: int, device) -> float:
     # random 28x28 digits-sized uint8 images: only the shapes matter for the time
     x = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    for i in range(STEPS + 1):
-        if i == 1:  # the first step pays for one-off set-up
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+    def step():
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(prepare_batch(x, entry.input, 0.13, 0.31)), y)
         loss.backward()
         opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / (STEPS * batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # the first step pays for one-off set-up
+    t0, steps = time.perf_counter(), 0
+    # STEPS at least, and MIN_TIMED_S: a small model's step takes well under a millisecond,
+    # too short to time three of them
+    while steps < STEPS or (time.perf_counter() - t0 < MIN_TIMED_S and steps < MAX_STEPS):
+        step()
+        steps += 1
+    return (time.perf_counter() - t0) / (steps * batch)
+
+
+def batch_sizes(spec, baseline: int) -> list[int]:
+    """The batch sizes the sweep's trials train with: the space's choice, else the baseline's."""
+    d = spec.space.get("batch_size") or {}
+    return sorted({int(b) for b in d["choice"]}) if "choice" in d else [baseline]
+
+
+def mean_seconds_per_image(timed: dict[int, float], sizes: list[int]) -> float:
+    """Per-image time averaged over the batch sizes `sizes`, from times measured at one or
+    two batch sizes. A step costs a fixed part (Python, kernel launches, the optimizer's
+    pass over the weights) and a part per image: t(B) = c + d / B per image."""
+    if len(timed) == 1:
+        return next(iter(timed.values()))
+    (b0, t0), (b1, t1) = sorted(timed.items())
+    d = max(0.0, (t0 - t1) / (1 / b0 - 1 / b1))
+    c = max(0.0, t1 - d / b1)
+    return sum(c + d / b for b in sizes) / len(sizes)
 
 
 def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> float:
@@ -89,19 +114,28 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str =
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default
     epoch_images = n_train * 1.15  # + validation, about a sixth of an epoch
-    per_epoch = seconds_per_image(cfg, cfg.batch_size, device, threads) * epoch_images
-    shared = per_epoch
+    # The baseline's batch, and the smallest the space tries when that is smaller: small
+    # batches cost the most per image (a cnn_bn sweep on an H200 took 1.75x the estimate
+    # made from batch 128 alone: its epochs took 12.6-14.9 s at batch 32, 3.3-4.7 s at 128).
+    sizes = batch_sizes(spec, cfg.batch_size)
+    probe = sorted({cfg.batch_size, min(sizes[0], cfg.batch_size)})
+    alone = {b: seconds_per_image(cfg, b, device, threads) for b in probe}
+    together = alone
     if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
         # each of their epochs takes k times that rate's epoch, and never less than one alone
-        shared = max(per_epoch, seconds_per_image(cfg, cfg.batch_size * sharing, device, threads)
-                     * epoch_images * sharing)
+        together = {b: max(alone[b], seconds_per_image(cfg, b * sharing, device, threads) * sharing)
+                    for b in probe}
+    per_epoch = alone[cfg.batch_size] * epoch_images
+    shared = together[cfg.batch_size] * epoch_images
+    mean_epoch = mean_seconds_per_image(together, sizes) * epoch_images  # over the sweep's batch sizes
     top = max_epochs(spec) if "epochs" in spec.space else cfg.epochs
     if spec.scheduler.type == "asha":
         epochs = typical_epochs(spec.trials, top, spec.scheduler.grace_period, spec.scheduler.reduction_factor)
     else:
         epochs = spec.trials * top
-    per_slot = shared / max(concurrency, 1)
-    return {"epoch_s": per_epoch, "shared_epoch_s": shared, "sharing": sharing, "concurrency": concurrency,
+    per_slot = mean_epoch / max(concurrency, 1)
+    return {"epoch_s": per_epoch, "shared_epoch_s": shared, "mean_epoch_s": mean_epoch, "sharing": sharing,
+            "concurrency": concurrency,
             "typical_s": epochs * per_slot, "at_most_s": spec.trials * top * per_slot, "trials": spec.trials}
 
 
