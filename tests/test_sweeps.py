@@ -372,6 +372,22 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     assert len(study(sweep).trials) == 3
 
 
+def end_of(proc: subprocess.Popen, timeout: float) -> tuple[str, list[int]]:
+    """A signalled sweep's console, and what is left of its session 30 s after it ended (Ray's
+    processes, the trials' among them, end with the driver); then nothing is."""
+    try:
+        console = proc.communicate(timeout=timeout)[0]
+        left = session_pids(proc.pid)
+        for _ in range(100):
+            if not left:
+                break
+            time.sleep(0.3)
+            left = session_pids(proc.pid)
+        return console, left
+    finally:
+        kill_session(proc.pid, grace=1.0)
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_stops_the_sweep_cleanly_and_it_resumes(tmp_path, data_dir):
     """`timeout` and batch schedulers send SIGTERM to the sweep's whole process group. The
@@ -390,16 +406,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_sweep_cleanly_and_it_resum
         assert proc.poll() is None and time.time() < deadline, "second trial never started"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)  # what `timeout` does
-    try:
-        console = proc.communicate(timeout=60)[0]
-        left = session_pids(proc.pid)  # Ray's processes, the trials' among them, end with the driver
-        for _ in range(100):
-            if not left:
-                break
-            time.sleep(0.3)
-            left = session_pids(proc.pid)
-    finally:
-        kill_session(proc.pid, grace=1.0)
+    console, left = end_of(proc, timeout=60)
     assert proc.returncode == 143 and "Traceback" not in console, console[-12000:]
     assert not left, [cmdline(p) for p in left]
     assert "reached Ray's own processes" not in console  # not the watchdog's way out
@@ -423,21 +430,14 @@ def test_sigterm_while_ray_starts_stops_the_sweep_once_ray_has(tmp_path, data_di
     raylet appeared). Now it waits until Ray has started, then stops as Ctrl-C does."""
     proc = subprocess.Popen(RUN + ["lenet5", "--smoke-test", "--results-dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while not any("gcs_server" in cmdline(p) for p in session_pids(proc.pid)):  # Ray's first process
-            assert proc.poll() is None and time.time() < deadline, "Ray never started"
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGTERM)
-        console = proc.communicate(timeout=120)[0]
-        left = session_pids(proc.pid)
-        for _ in range(50):
-            if not left:
-                break
-            time.sleep(0.3)
-            left = session_pids(proc.pid)
-    finally:
-        kill_session(proc.pid, grace=1.0)
+    deadline = time.time() + 120
+    while not any("gcs_server" in cmdline(p) for p in session_pids(proc.pid)):  # Ray's first process
+        if proc.poll() is not None or time.time() > deadline:
+            kill_session(proc.pid, grace=1.0)
+            pytest.fail("Ray never started")
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    console, left = end_of(proc, timeout=120)
     assert proc.returncode == 143 and "Traceback" not in console, console[-6000:]
     assert "interrupted: before the first trial" in console
     assert not left, [cmdline(p) for p in left]
