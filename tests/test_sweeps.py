@@ -627,9 +627,9 @@ def workers():  # the raylet's idle Python workers now
     return found
 folder = ray_setup._ready[0][0]  # the wait removes it: read the markers first
 t0 = time.time()
-while len(os.listdir(folder)) < 2 and time.time() - t0 < 60:
+while len([n for n in os.listdir(folder) if n.isdigit()]) < 2 and time.time() - t0 < 60:
     time.sleep(0.05)
-ready = {int(p) for p in os.listdir(folder)}
+ready = {int(n) for n in os.listdir(folder) if n.isdigit()}
 waited = ray_setup.wait_for_trial_processes(3, timeout_s=60)  # only 2 were started: 2 it is, no wait
 ahead = workers()
 class Probe:
@@ -661,7 +661,32 @@ def test_a_trial_process_says_it_is_ready_even_when_its_imports_fail(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "MNIST_DIST_READY_DIR": str(tmp_path)})
     assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr
-    assert len(os.listdir(tmp_path)) == 1
+    names = os.listdir(tmp_path)
+    ready = [n for n in names if n.isdigit()]
+    assert len(ready) == 1 and sorted(names) == [ready[0], f"{ready[0]}.start"]
+
+
+def test_the_driver_does_not_wait_for_a_worker_that_died_importing(tmp_path, monkeypatch):
+    """A prestarted worker says it has started (PID.start) before its imports: one killed
+    while importing (out of memory, say) is then not waited for. The sweep waited out the
+    whole 60 s for it, once, until the twelfth session."""
+    from mnist_dist.tuning import ray_setup
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # an exited process: a worker killed mid-import
+    folder = tmp_path / "died"  # the wait removes its folder
+    folder.mkdir()
+    (folder / str(os.getpid())).touch()  # one worker ready
+    (folder / f"{gone.pid}.start").touch()  # one that started and died
+    monkeypatch.setattr(ray_setup, "_ready", [(folder, 2)])
+    assert ray_setup.wait_for_trial_processes(2, timeout_s=30) < 5
+    # one still importing (alive, not ready) is waited for
+    folder = tmp_path / "live"
+    folder.mkdir()
+    (folder / f"{gone.pid}").touch()
+    (folder / f"{os.getpid()}.start").touch()
+    monkeypatch.setattr(ray_setup, "_ready", [(folder, 2)])
+    assert ray_setup.wait_for_trial_processes(2, timeout_s=1.0) >= 1.0
 
 
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):

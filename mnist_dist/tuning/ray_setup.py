@@ -160,22 +160,39 @@ def wait_for_trial_processes(count: int, timeout_s: float = 60.0) -> float:
     waited. Trials then start in ready processes and each trial's time is its own, as in a
     plain Optuna loop whose imports precede its first trial. The wall time is the same:
     Tune's first trials would otherwise wait for these imports themselves. A worker that
-    died before saying so only makes this wait the whole timeout, once: the folder goes
-    after the wait (workers Ray starts later find none and say nothing), so a later sweep of
-    this process (`sweeps/run.py all`, the final seeds) does not wait."""
+    died while importing is not waited for (it said it had started; it was waited for the
+    whole timeout until the twelfth session); one that died before that still makes this
+    wait the timeout, once: the folder goes after the wait (workers Ray starts later find
+    none and say nothing), so a later sweep of this process (`sweeps/run.py all`, the final
+    seeds) does not wait."""
     if not _ready:
         return 0.0  # a cluster (--address), DDP trials, or waited for already
     folder, ahead = _ready[0]
     t0 = time.time()
     while time.time() - t0 < timeout_s:
         try:
-            if len(os.listdir(folder)) >= min(count, ahead):
-                break
+            names = os.listdir(folder)
         except OSError:
+            break
+        ready = {n for n in names if n.isdigit()}
+        died = [n for n in names if n.endswith(".start") and n[:-6] not in ready and not _alive(int(n[:-6]))]
+        if len(ready) + len(died) >= min(count, ahead):
             break
         time.sleep(0.05)
     _forget_ready()
     return time.time() - t0
+
+
+def _alive(pid: int) -> bool:
+    """A process of this machine that has not exited (a zombie has: its parent has yet to
+    reap it)."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:  # no /proc (not Linux), or not ours to signal: taken as alive
+        return True
 
 
 def _forget_ready() -> None:
