@@ -322,6 +322,30 @@ def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches
     assert estimate.mean_seconds_per_image({32: 2e-4, 128: 2e-4}, [32, 64, 128, 256]) == pytest.approx(2e-4)
 
 
+def test_the_estimate_times_a_small_models_steps_long_enough_to_measure(monkeypatch):
+    """Three steps of a small model take a few milliseconds, too short to time: the steps
+    go on until MIN_TIMED_S has passed (and at most MAX_STEPS of them)."""
+    from mnist_dist.config import TrainConfig
+    from mnist_dist.training import loop
+    from mnist_dist.tuning import estimate
+
+    steps = []
+    made = loop.make_optimizer
+
+    def counting(cfg, params):
+        opt = made(cfg, params)
+        step = opt.step
+        opt.step = lambda *a, **k: (steps.append(time.perf_counter()), step(*a, **k))[1]
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", counting)
+    cfg = TrainConfig.from_dict({"arch": "mlp", "batch_size": 32})
+    per_image = estimate.seconds_per_image(cfg, 32, "cpu", 1)
+    timed = steps[1:]  # after the warm-up step
+    assert estimate.STEPS < len(timed) <= estimate.MAX_STEPS and 0 < per_image < 1e-3
+    assert len(timed) == estimate.MAX_STEPS or timed[-1] - steps[0] >= estimate.MIN_TIMED_S * 0.9
+
+
 @pytest.mark.parametrize("gpus, share", [(0, None), (1, None), (1, 0.0)],
                          ids=["no GPU", "a GPU shared by 4", "a GPU not used"])
 def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, monkeypatch, tmp_path):

@@ -443,6 +443,33 @@ def test_sigterm_while_ray_starts_stops_the_sweep_once_ray_has(tmp_path, data_di
     assert not left, [cmdline(p) for p in left]
 
 
+def test_ray_start_handlers_are_kept_aside_and_a_held_signal_acts_after_it():
+    """While Ray starts, the handlers it sets for SIGTERM are kept aside (ours stays in
+    place) and come back after the sweep; a SIGTERM meanwhile waits, then becomes Ctrl-C."""
+    from ray._private import utils
+
+    from mnist_dist.tuning import stopping
+
+    def rays(signum, frame):  # stands for the handler ray.init sets
+        raise AssertionError("Ray's handler ran during its start")
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stopping.stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            with stopping.held_while_ray_starts():
+                utils.set_sigterm_handler(rays)
+                assert signal.getsignal(signal.SIGTERM) is stopping._as_ctrl_c
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # delivered here, and only noted
+            pytest.fail("the held signal did not stop the sweep")
+        assert stopping.signalled() and stopping.exit_code() == 143
+        stopping.restore_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is rays  # Ray's, after the sweep
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.slow
 def test_the_watchdog_sees_a_ray_process_end():
     """A scheduler that signals every process of a job (Slurm does), not a process group,

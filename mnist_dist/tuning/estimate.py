@@ -57,6 +57,7 @@ def _time_steps(cfg: TrainConfig, batch: int, device) -> float:
     # random 28x28 digits-sized uint8 images: only the shapes matter for the time
     x = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
+
     def step():
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(prepare_batch(x, entry.input, 0.13, 0.31)), y)
