@@ -716,6 +716,42 @@ def test_the_driver_does_not_wait_for_a_worker_that_died_importing(tmp_path, mon
     assert ray_setup.wait_for_trial_processes(2, timeout_s=1.0) >= 1.0
 
 
+def test_rays_processes_import_the_package_the_driver_runs(tmp_path):
+    """`sweeps/run.py` runs from a checkout without an install: Ray's processes inherit the
+    environment, not the driver's sys.path, so it leads their PYTHONPATH with the folder
+    the driver's mnist_dist came from. Without it the prestarted workers could not import
+    the preload and the first trial waited the whole 60 s (2026-11-27). A copy of the
+    package elsewhere stands for such a checkout: a process started with the environment
+    imports that copy, not the installed one."""
+    import mnist_dist
+    from mnist_dist.tuning.ray_setup import importable_here
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(mnist_dist.__file__).parent, checkout / "mnist_dist",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = importable_here({"PYTHONPATH": f"elsewhere{os.pathsep}{checkout}"}, package_dir=checkout)
+    assert env["PYTHONPATH"] == f"{checkout}{os.pathsep}elsewhere"  # first, and once
+    found = subprocess.run([sys.executable, "-c", "import mnist_dist; print(mnist_dist.__file__)"],
+                           env={**os.environ, **env}, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert Path(found.stdout.strip()).parent == checkout / "mnist_dist"
+    # by default: the folder this process's mnist_dist came from
+    assert importable_here({})["PYTHONPATH"].split(os.pathsep)[0] == str(Path(mnist_dist.__file__).parents[1])
+
+
+def test_an_embedded_ray_starts_with_the_drivers_package_on_its_path(monkeypatch):
+    """The processes ray.init starts inherit os.environ as it is during the call."""
+    import ray
+
+    import mnist_dist
+    from mnist_dist.tuning import ray_setup
+
+    seen = []
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(os.environ.get("PYTHONPATH", "")))
+    ray_setup.start_local_ray(num_cpus=1, preload=False, dashboard=False)
+    assert seen and seen[0].split(os.pathsep)[0] == str(Path(mnist_dist.__file__).parents[1])
+    assert os.environ.get("PYTHONPATH", "") != seen[0]  # put back after the start
+
+
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
     `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""

@@ -33,6 +33,20 @@ def runtime_env() -> dict:
     return {"env_vars": env}
 
 
+def importable_here(env: dict, package_dir: Path | None = None) -> dict:
+    """`env` with PYTHONPATH led by the folder this process imported mnist_dist from.
+
+    `sweeps/run.py` runs from a checkout without an install (it puts the checkout on its
+    own sys.path); Ray's processes inherit the environment, not sys.path. Without this an
+    embedded Ray's prestarted workers failed to import the preload and died, and the sweep
+    waited the whole 60 s for them before its first trial (seen 2026-11-27); the trials
+    themselves ran, as Ray hands the job the driver's folder later. Only for an embedded
+    Ray: a cluster's nodes have their own install."""
+    folder = str(package_dir or Path(__file__).resolve().parents[2])
+    paths = [p for p in env.get("PYTHONPATH", os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]
+    return {**env, "PYTHONPATH": os.pathsep.join([folder] + [p for p in paths if p != folder])}
+
+
 PORT_TRIES = 3  # dashboard ports tried before giving up
 
 # Imported by every worker process of an embedded Ray as it starts, before it takes work.
@@ -124,7 +138,7 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
     """
     import ray
 
-    base_env = dict(env or runtime_env()["env_vars"])
+    base_env = importable_here(dict(env or runtime_env()["env_vars"]))
     num_cpus = num_cpus or os.cpu_count()
     _tune_actors_on_prestarted_workers()
     _forget_ready()
