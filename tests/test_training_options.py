@@ -198,6 +198,27 @@ def test_light_digit_augmentation_is_what_augment_true_was(mnist):
     assert torch.equal(old, light)
 
 
+@pytest.mark.parametrize("level", ["light", "strong"])
+def test_digit_augmentation_is_the_affine_transform_of_its_draws(mnist, level):
+    """The sampling grid is built by broadcast multiply-adds (faster on a CPU than
+    F.affine_grid's batched matrix product); the images are those F.affine_grid gives for
+    the same draws: a rotation, a shift and (strong) a scaling per image."""
+    from mnist_dist.data.transforms import DIGIT_AUGMENT, augment_batch
+
+    p = {"max_scale": 0.0, **DIGIT_AUGMENT[level]}
+    x = mnist.test_x[:64].unsqueeze(1).float()
+    got = augment_batch(x, **p, generator=torch.Generator().manual_seed(3))
+    draws = torch.Generator().manual_seed(3)  # the same draws, in the same order
+    u = [torch.rand(64, generator=draws) * 2 - 1 for _ in range(4 if p["max_scale"] else 3)]
+    angle, sx, sy = u[0] * math.radians(p["max_degrees"]), u[1] * 2 * p["max_shift"] / 28, u[2] * 2 * p["max_shift"] / 28
+    s = 1 / (1 + u[3] * p["max_scale"]) if p["max_scale"] else torch.ones(64)
+    theta = torch.stack([torch.stack([angle.cos() * s, -angle.sin() * s, sx], 1),
+                         torch.stack([angle.sin() * s, angle.cos() * s, sy], 1)], 1)
+    want = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
+    assert (got - want).abs().max() < 0.01  # of 255: float rounding in the grid
+    assert (got - x).abs().amax((1, 2, 3)).min() > 1  # and every image moved
+
+
 def bar_on_the_left(n: int = 256) -> torch.Tensor:
     """Images with a vertical bar in columns 3-6: any flip puts its ink right of centre, and
     no shift, rotation or scaling of the digit augmentations moves it across."""
