@@ -3,6 +3,7 @@ metric and mode, image-folder data and one driver per sweep folder (issue 12).""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -292,14 +293,14 @@ def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches
     """Small batches cost the most per image (a step's fixed part is paid per batch): on an
     H200 a cnn_bn sweep's epochs took 12.6-14.9 s at batch 32 and 3.3-4.7 s at 128, and the
     estimate, timed at the baseline's 128 alone, said 3:57 for a search of 6:53. The steps
-    are now also timed at the space's smallest batch, and a sweep's epoch is the average over
-    its batch sizes of t(B) = c + d / B per image, fitted to the two timings."""
+    are now also timed at the space's smallest and largest batch, and a sweep's epoch is the
+    average over its batch sizes of t(B) = c + d / B per image, fitted to those timings."""
     from mnist_dist.tuning import estimate
 
     c, d = 1e-5, 3e-3  # seconds per image: a fixed part and one per step
     timed = []
 
-    def fake_seconds_per_image(cfg, batch_size, device, threads):
+    def fake_seconds_per_image(cfg, batch_size, device, threads, augment=("off",)):
         timed.append(batch_size)
         return c + d / batch_size
 
@@ -308,18 +309,53 @@ def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches
     assert estimate.batch_sizes(spec, 128) == [32, 64, 128, 256]
     base = {**baseline_point(spec), "arch": "lenet5", **spec.fixed, "batch_size": 128}
     est = estimate.estimate(spec, base, concurrency=2)
-    assert sorted(timed) == [32, 128]
+    assert sorted(timed) == [32, 128, 256]
     images = est["epoch_s"] / (c + d / 128)  # the baseline's epoch, as printed
     assert images == pytest.approx(round(60000 * 0.9) * 1.15)  # training + validation images
     mean = sum(c + d / b for b in (32, 64, 128, 256)) / 4
     assert est["mean_epoch_s"] == pytest.approx(mean * images)
     assert est["at_most_s"] == pytest.approx(spec.trials * spec.fixed["epochs"] * mean * images / 2)
-    # one timing when the baseline's batch is already the smallest, or the space has none
+    # the baseline's batch is already the smallest: two timings, the fit the same
     timed.clear()
     est = estimate.estimate(spec, {**base, "batch_size": 32}, concurrency=2)
-    assert timed == [32] and est["mean_epoch_s"] == pytest.approx(est["epoch_s"])
+    assert sorted(timed) == [32, 256] and est["mean_epoch_s"] == pytest.approx(mean * images)
+    # the space searches no batch size: the baseline's alone
+    timed.clear()
+    fixed = dataclasses.replace(spec, space={k: v for k, v in spec.space.items() if k != "batch_size"})
+    est = estimate.estimate(fixed, base, concurrency=2)
+    assert timed == [128] and est["mean_epoch_s"] == pytest.approx(est["epoch_s"])
     # two equal timings (no per-step part): every batch size costs the same
     assert estimate.mean_seconds_per_image({32: 2e-4, 128: 2e-4}, [32, 64, 128, 256]) == pytest.approx(2e-4)
+
+
+def test_the_estimate_times_steps_with_the_augmentation_the_space_searches(monkeypatch):
+    """On a CPU light augmentation doubled an MLP's epoch (mlp at batch 64: 1.21 s plain,
+    2.34 s augmented), and the estimate, timed without it, said 1:26 for a 3:57 search. The
+    timed steps now take the space's augmentation levels in turn, as many steps each."""
+    from mnist_dist import data
+    from mnist_dist.config import TrainConfig
+    from mnist_dist.tuning import estimate
+
+    spec = load_spec("mlp")  # searches augment: off, light
+    assert estimate.augment_levels(spec, "off") == ("off", "light")
+    assert estimate.augment_levels(load_spec("cnn_regularized"), "off") == ("off", "light", "strong")
+    fixed = dataclasses.replace(spec, space={k: v for k, v in spec.space.items() if k != "augment"})
+    assert estimate.augment_levels(fixed, "light") == ("light",)  # not searched: the baseline's
+    asked = []
+    monkeypatch.setattr(estimate, "seconds_per_image",
+                        lambda cfg, b, device, threads, augment=("off",): asked.append(augment) or 1e-5)
+    estimate.estimate(spec, {**baseline_point(spec), "arch": "mlp", **spec.fixed}, concurrency=2)
+    assert asked and all(a == ("off", "light") for a in asked)
+    monkeypatch.undo()
+
+    levels = []
+    made = data.prepare_batch
+    monkeypatch.setattr(data, "prepare_batch", lambda *a, **k: (levels.append(k["augment"]), made(*a, **k))[1])
+    per_image = estimate.seconds_per_image(TrainConfig.from_dict({"arch": "mlp"}), 64, "cpu", 1, ("off", "light", "strong"))
+    assert 0 < per_image < 1e-2
+    timed = levels[3:]  # after one warm-up step per level
+    assert levels[:3] == ["off", "light", "strong"] and len(timed) % 3 == 0 and len(timed) >= estimate.STEPS
+    assert timed.count("off") == timed.count("light") == timed.count("strong")
 
 
 def test_the_estimate_times_a_small_models_steps_long_enough_to_measure(monkeypatch):

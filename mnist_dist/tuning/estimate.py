@@ -1,15 +1,17 @@
 """Before a sweep commits hours: time a few training steps here and say what it will cost.
 
-The baseline config's model takes a handful of real training steps in the driver, on
-this machine's device (as Ray's trial processes start), at the baseline's batch size and at
-the smallest the space searches. From the step times come an epoch's time (averaged over the
-batch sizes the trials will use) and the sweep's: a typical figure with ASHA (every trial runs the grace period, a third of
-those go on to the next rung, and so on) and the most it can take (every trial runs
-every epoch), with as many trials at once as the sweep will run (by CPUs, and by GPUs
-where there are any). Trials that share a GPU are timed as one trial with their batches
-together: where the GPU has room to spare (small models) that costs about one batch's
-time, where it has none (alexnet) k times as much. A sweep that would run for hours prints
-that, with the alternatives.
+The baseline config's model takes a handful of real training steps in the driver, on this
+machine's device (as Ray's trial processes start), at the baseline's batch size and at the
+smallest and largest the space searches, each step with the next of the augmentation
+levels the space searches (on a CPU light augmentation doubled an MLP's epoch). From the
+step times come an epoch's time (averaged over the batch sizes and augmentation levels the
+trials will use) and the sweep's: a typical figure with ASHA (every trial runs the grace
+period, a third of those go on to the next rung, and so on) and the most it can take (every
+trial runs every epoch), with as many trials at once as the sweep will run (by CPUs, and by
+GPUs where there are any). Trials that share a GPU are timed as one trial with their
+batches together: where the GPU has room to spare (small models) that costs about one
+batch's time, where it has none (alexnet) k times as much. A sweep that would run for hours
+prints that, with the alternatives.
 """
 from __future__ import annotations
 
@@ -31,20 +33,22 @@ def local_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def seconds_per_image(cfg: TrainConfig, batch_size: int, device: str, threads: int) -> float:
+def seconds_per_image(cfg: TrainConfig, batch_size: int, device: str, threads: int,
+                      augment: tuple[str, ...] = ("off",)) -> float:
     """Training time per image for this config's model and input, measured here, at
-    `batch_size`, on `device` with `threads` CPU threads, as a trial would train."""
+    `batch_size`, on `device` with `threads` CPU threads, as a trial would train: averaged
+    over the augmentation levels `augment`."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _time_steps(cfg, batch_size, torch.device(device))
+        return _time_steps(cfg, batch_size, torch.device(device), augment)
     finally:
         torch.set_num_threads(before)
 
 
-def _time_steps(cfg: TrainConfig, batch: int, device) -> float:
+def _time_steps(cfg: TrainConfig, batch: int, device, augment: tuple[str, ...] = ("off",)) -> float:
     import torch
 
     from ..data import prepare_batch
@@ -57,21 +61,25 @@ def _time_steps(cfg: TrainConfig, batch: int, device) -> float:
     # random 28x28 digits-sized uint8 images: only the shapes matter for the time
     x = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
+    gen = torch.Generator(device=device).manual_seed(0)  # on the device, as a trial draws its augmentation
 
-    def step():
+    def step(level: str):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(prepare_batch(x, entry.input, 0.13, 0.31)), y)
+        inputs = prepare_batch(x, entry.input, 0.13, 0.31, augment=level, generator=gen, dataset=cfg.dataset)
+        loss = torch.nn.functional.cross_entropy(model(inputs), y)
         loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # the first step pays for one-off set-up
+    for level in augment:  # the first step pays for one-off set-up
+        step(level)
     t0, steps = time.perf_counter(), 0
     # STEPS at least, and MIN_TIMED_S: a small model's step takes well under a millisecond,
-    # too short to time three of them
-    while steps < STEPS or (time.perf_counter() - t0 < MIN_TIMED_S and steps < MAX_STEPS):
-        step()
+    # too short to time three of them; and as many steps with each augmentation level
+    while (steps < STEPS or (time.perf_counter() - t0 < MIN_TIMED_S and steps < MAX_STEPS)
+           or steps % len(augment)):
+        step(augment[steps % len(augment)])
         steps += 1
     return (time.perf_counter() - t0) / (steps * batch)
 
@@ -82,15 +90,27 @@ def batch_sizes(spec, baseline: int) -> list[int]:
     return sorted({int(b) for b in d["choice"]}) if "choice" in d else [baseline]
 
 
+def augment_levels(spec, baseline: str) -> tuple[str, ...]:
+    """The augmentation levels the sweep's trials train with: the space's choice, else the
+    baseline's (a level costs per image whatever the model: on a CPU light augmentation
+    doubled an MLP's epoch and added 3% to cnn_regularized's)."""
+    from ..data.transforms import augment_level
+
+    d = spec.space.get("augment") or {}
+    return tuple(dict.fromkeys(augment_level(a) for a in d["choice"])) if "choice" in d else (augment_level(baseline),)
+
+
 def mean_seconds_per_image(timed: dict[int, float], sizes: list[int]) -> float:
     """Per-image time averaged over the batch sizes `sizes`, from times measured at one or
-    two batch sizes. A step costs a fixed part (Python, kernel launches, the optimizer's
-    pass over the weights) and a part per image: t(B) = c + d / B per image."""
+    more batch sizes. A step costs a fixed part (Python, kernel launches, the optimizer's
+    pass over the weights) and a part per image: t(B) = c + d / B per image, fitted by least
+    squares."""
     if len(timed) == 1:
         return next(iter(timed.values()))
-    (b0, t0), (b1, t1) = sorted(timed.items())
-    d = max(0.0, (t0 - t1) / (1 / b0 - 1 / b1))
-    c = max(0.0, t1 - d / b1)
+    xs, ts = [1 / b for b in timed], list(timed.values())
+    mx, mt = sum(xs) / len(xs), sum(ts) / len(ts)
+    d = max(0.0, sum((x - mx) * (t - mt) for x, t in zip(xs, ts)) / sum((x - mx) ** 2 for x in xs))
+    c = max(0.0, mt - d * mx)
     return sum(c + d / b for b in sizes) / len(sizes)
 
 
@@ -115,16 +135,18 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str =
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default
     epoch_images = n_train * 1.15  # + validation, about a sixth of an epoch
-    # The baseline's batch, and the smallest the space tries when that is smaller: small
-    # batches cost the most per image (a cnn_bn sweep on an H200 took 1.75x the estimate
-    # made from batch 128 alone: its epochs took 12.6-14.9 s at batch 32, 3.3-4.7 s at 128).
+    # The baseline's batch, and the smallest and largest the space tries: small batches cost
+    # the most per image (a cnn_bn sweep on an H200 took 1.75x the estimate made from batch
+    # 128 alone: its epochs took 12.6-14.9 s at batch 32, 3.3-4.7 s at 128), large ones the
+    # least (ffn's, timed at its baseline's 32 alone, said 7:06 for a 5:06 search).
     sizes = batch_sizes(spec, cfg.batch_size)
-    probe = sorted({cfg.batch_size, min(sizes[0], cfg.batch_size)})
-    alone = {b: seconds_per_image(cfg, b, device, threads) for b in probe}
+    probe = sorted({cfg.batch_size, sizes[0], sizes[-1]})
+    levels = augment_levels(spec, cfg.augment)
+    alone = {b: seconds_per_image(cfg, b, device, threads, levels) for b in probe}
     together = alone
     if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
         # each of their epochs takes k times that rate's epoch, and never less than one alone
-        together = {b: max(alone[b], seconds_per_image(cfg, b * sharing, device, threads) * sharing)
+        together = {b: max(alone[b], seconds_per_image(cfg, b * sharing, device, threads, levels) * sharing)
                     for b in probe}
     per_epoch = alone[cfg.batch_size] * epoch_images
     shared = together[cfg.batch_size] * epoch_images
