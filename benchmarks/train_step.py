@@ -2,6 +2,12 @@
 usual torchvision Dataset + DataLoader pipeline, same model, batch size, data and device.
 
     python benchmarks/train_step.py [--arch lenet5] [--batch-size 32] [--images 20000] [--repeats 3]
+                                    [--augment light]
+
+With `--augment light` all three train on randomly shifted (+-2 px) and rotated (+-10
+degrees) digits: ours on whole batches on the device, the plain loop the textbook way
+(F.affine_grid + F.grid_sample per batch), the DataLoader with torchvision's RandomAffine
+per image in its workers.
 
 The three are run once untimed (warm-up), then interleaved (A B C A B C ...) so that
 background load hits them alike; the median images/s of each is reported with the ratios. Target: ours >= 0.95x plain.
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import math
 import os
 import platform
 import statistics
@@ -26,6 +33,9 @@ from mnist_dist.models import create_model, get_entry
 from mnist_dist.training.loop import Trainer
 
 
+SHIFT_PX, DEGREES = 2.0, 10.0  # light augmentation (mnist_dist.data.transforms.DIGIT_AUGMENT)
+
+
 def ours(cfg, data, device) -> float:
     trainer = Trainer(cfg, device, data)
     t0 = time.perf_counter()
@@ -35,10 +45,13 @@ def ours(cfg, data, device) -> float:
 
 
 def plain(cfg, data, device) -> float:
-    """What one writes by hand: inputs prepared once as float tensors, slice, step."""
+    """What one writes by hand: inputs prepared once as float tensors, slice, step; with
+    augmentation, the raw batch shifted and rotated by F.affine_grid, then normalised."""
     spec = get_entry(cfg.arch).input
     n = cfg.train_limit
-    x = prepare_batch(data.train_x[:n].to(device), spec, data.mean, data.std)
+    augment = cfg.augment != "off"
+    x = (data.train_x[:n].to(device).unsqueeze(1).float() if augment
+         else prepare_batch(data.train_x[:n].to(device), spec, data.mean, data.std))
     y = data.train_y[:n].to(device)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch).to(device).train()
@@ -47,12 +60,27 @@ def plain(cfg, data, device) -> float:
     perm = torch.randperm(n, device=device)
     for i in range(0, n, cfg.batch_size):
         idx = perm[i:i + cfg.batch_size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        xb = x[idx]
+        if augment:
+            xb = F.pad(affine_augment(xb), [(spec.size - 28) // 2] * 4)
+            xb = (xb / 255 - data.mean) / data.std
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     sync(device)
     return n / (time.perf_counter() - t0)
+
+
+def affine_augment(x: torch.Tensor) -> torch.Tensor:
+    """Random rotation and shift per image, the usual batched way."""
+    b = len(x)
+    u = torch.rand(3, b, device=x.device) * 2 - 1
+    angle = u[0] * math.radians(DEGREES)
+    cos, sin = angle.cos(), angle.sin()
+    shift = u[1:] * (2 * SHIFT_PX / x.shape[-1])
+    theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
+    return F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
 
 
 def torchvision_root(data_dir: Path, tmp: Path) -> Path:
@@ -69,7 +97,8 @@ def dataloader(cfg, root: Path, device, workers: int) -> float:
     from torchvision import transforms as T
 
     spec = get_entry(cfg.arch).input
-    steps = [T.ToTensor()] + ([T.Pad((spec.size - 28) // 2)] if spec.size == 32 else []) + [T.Normalize((0.1307,), (0.3081,))]
+    aug = [T.RandomAffine(DEGREES, translate=(SHIFT_PX / 28, SHIFT_PX / 28))] if cfg.augment != "off" else []
+    steps = aug + [T.ToTensor()] + ([T.Pad((spec.size - 28) // 2)] if spec.size == 32 else []) + [T.Normalize((0.1307,), (0.3081,))]
     ds = torchvision.datasets.MNIST(str(root), train=True, transform=T.Compose(steps))
     ds = torch.utils.data.Subset(ds, range(cfg.train_limit))
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers)
@@ -99,10 +128,11 @@ def main() -> None:
     p.add_argument("--images", type=int, default=20000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loader-workers", type=int, default=2)
+    p.add_argument("--augment", choices=["off", "light"], default="off")
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DIST_DATA_DIR", "../shared/data"))
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    over = {"train_limit": a.images, "val_fraction": 0.1, "amp": False}
+    over = {"train_limit": a.images, "val_fraction": 0.1, "amp": False, "augment": a.augment}
     if a.batch_size:
         over["batch_size"] = a.batch_size
     cfg = resolve(a.arch, over)
@@ -118,7 +148,7 @@ def main() -> None:
             for name, fn in zip(results, runs):
                 results[name].append(fn())
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"{a.arch}, batch {cfg.batch_size}, {a.images} images, {device}, {torch.get_num_threads()} threads, "
+    print(f"{a.arch}, batch {cfg.batch_size}, {a.images} images, augment {a.augment}, {device}, {torch.get_num_threads()} threads, "
           f"{platform.machine()} x{os.cpu_count()}, median of {a.repeats}")
     for k, v in med.items():
         print(f"  {k:<26}{v:>10,.0f} images/s   runs: {', '.join(f'{x:,.0f}' for x in results[k])}")
