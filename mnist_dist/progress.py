@@ -22,8 +22,8 @@ LIVE_REFRESH_S = 0.5  # the bar's redraw interval; tqdm's default (0.1 s) is nee
 # tqdm's own layout with exact counts ("20,000/54,000 img"); the unit comes with its
 # leading space (" img" -> "2.11k img/s")
 FORMAT = "{desc}: {percentage:3.0f}%%%s {n:,}/{total:,}{unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
-BAR_FORMAT = FORMAT % "|{bar}|"
-LINE_FORMAT = FORMAT % ""
+# for a task whose units differ in length (a sweep's trials): the caller says the time left
+OWN_ETA_FORMAT = "{desc}: {percentage:3.0f}%%%s {n:,}/{total:,}{unit} [{elapsed} elapsed{postfix}]"
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -43,8 +43,11 @@ class Progress:
 
     def __init__(self, total: int, desc: str = "", unit: str = " it", stream: TextIO | None = None,
                  live: bool | None = None, every: float = 30.0, leave: bool = True,
-                 unit_scale: bool = True, initial: int = 0):
+                 unit_scale: bool = True, initial: int = 0, own_eta: bool = False):
         self.stream = stream or sys.stdout
+        # own_eta: no rate and ETA from the count (the caller's postfix says the time left)
+        fmt = OWN_ETA_FORMAT if own_eta else FORMAT
+        self.bar_format, self.line_format = fmt % "|{bar}|", fmt % ""
         self.live = is_terminal(self.stream) if live is None else live
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.unit_scale = unit_scale  # rates as "2.11k" rather than "2110.52"
@@ -55,7 +58,7 @@ class Progress:
         self.start = self._last_line = time.monotonic()
         self._bar = (tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=leave, initial=initial,
                           unit_scale=unit_scale, dynamic_ncols=True, mininterval=LIVE_REFRESH_S,
-                          smoothing=0, bar_format=BAR_FORMAT) if self.live else None)
+                          smoothing=0, bar_format=self.bar_format) if self.live else None)
 
     @property
     def elapsed(self) -> float:
@@ -91,7 +94,7 @@ class Progress:
     def line(self) -> str:
         """The plain-text state, as the non-terminal lines show it."""
         return tqdm.format_meter(self.done, self.total, self.elapsed, prefix=self.desc, unit=self.unit,
-                                 unit_scale=self.unit_scale, bar_format=LINE_FORMAT, initial=self.initial,
+                                 unit_scale=self.unit_scale, bar_format=self.line_format, initial=self.initial,
                                  postfix=self.postfix or None)
 
     def close(self) -> None:

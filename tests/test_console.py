@@ -48,6 +48,50 @@ def test_sweep_progress_shows_trials_and_ends_at_100_percent(live):
         assert "trial 2/3 t1: stopped by ASHA after 2 epoch(s), best_val_acc 0.8000" in text
 
 
+def test_sweep_progress_says_the_time_left_from_the_epochs_expected(monkeypatch):
+    """A sweep's trials differ in length, so its time left comes from epochs: those trained
+    over the rate seen, against those expected under ASHA (estimate.epochs_to_go). The
+    trial count gave none for the first quarter hour of a cnn_regularized sweep (its
+    first trials, with no rivals, run all 30 epochs)."""
+    import pickle
+
+    from mnist_dist import progress as progress_module
+    from mnist_dist.tuning.estimate import epochs_expected, epochs_to_go, typical_epochs
+
+    from mnist_dist.tuning.spec import load_spec
+
+    spec = load_spec("cnn_regularized")  # 30 epochs, ASHA's rungs at 8 and 24
+    left = epochs_expected(spec)
+    assert left(0) * 20 == pytest.approx(typical_epochs(20, 30, 8, 3)) == pytest.approx(280)
+    assert left(8) == pytest.approx(16 + 6 / 3) and left(24) == 6 and left(30) == 0  # past a rung: on to the next
+    assert epochs_expected(spec, asha=False)(10) == 20 == epochs_to_go(10, 30)
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = SweepProgress(20, "best_val_acc", "max", stream=out, live=False, epochs_left=left)
+    progress = pickle.loads(pickle.dumps(progress))  # as Tune saves it with the sweep
+    progress.stream = out
+    a, b = fake_trial("a"), fake_trial("b")
+    progress.on_trial_start(0, [], a)
+    progress.on_trial_start(0, [], b)
+    assert "epoch 0 of ~280" in progress.bar.postfix and "left" not in progress.bar.postfix
+    clock[0] += 100  # two trials side by side, 10 epochs each in 100 s: 0.2 epochs/s
+    for t in (a, b):
+        progress.on_trial_result(0, [], t, {"epoch": 10, "best_val_acc": 0.99})
+    expected = 20 + 2 * left(10) + 18 * left(0)
+    assert f"epoch 20 of ~{expected:.0f}" in progress.bar.postfix
+    assert f"about {progress_module.format_seconds((expected - 20) / 0.2)} left" in progress.bar.postfix
+    a.last_result = {"status": "stopped_by_scheduler", "epoch": 10, "best_val_acc": 0.99}
+    progress.on_trial_complete(0, [], a)  # a trial that ended is expected to train no more
+    assert f"epoch 20 of ~{20 + left(10) + 18 * left(0):.0f}" in progress.bar.postfix
+    line = progress.bar.line()
+    assert "elapsed, about" in line and "trials/s" not in line and "<" not in line  # no ETA by trial count
+    # without epochs_left (a caller that knows none) the count's own rate and ETA, as before
+    plain = SweepProgress(3, "best_val_acc", "max", stream=io.StringIO(), live=False)
+    plain.on_trial_start(0, [], a)
+    assert "<" in plain.bar.line() and "left" not in plain.bar.postfix
+
+
 def test_resumed_sweep_progress_counts_the_trials_that_had_ended(monkeypatch):
     """Tune pickles the callback with the sweep and `--resume` unpickles it: the display must
     start at the trials that ended before (3 of 5 here), on the new process's stdout."""

@@ -2,8 +2,8 @@
 
 Tune's own status tables and Ray's worker logs are off by default (`--ray-logs` brings
 them back; Ray keeps its full logs on disk either way). In their place: a progress line
-(trials done / running / stopped / failed, best so far, ETA) that is a live bar on a
-terminal and plain lines elsewhere, one line per finished trial when not on a terminal,
+(trials done / running / stopped / failed, best so far, the time left) that is a live bar
+on a terminal and plain lines elsewhere, one line per finished trial when not on a terminal,
 and at the end the trials as a table and where the results and report are.
 """
 from __future__ import annotations
@@ -12,10 +12,11 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ray.tune import Callback
 
-from ..progress import Progress, is_terminal
+from ..progress import Progress, format_seconds, is_terminal
 from .. import layout
 from ..layout import LABELS, ended_status
 
@@ -30,6 +31,11 @@ def quiet_ray() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _epoch(result: dict | None) -> float:
+    """Epochs a trial has trained, from its last result (none yet: 0)."""
+    return float((result or {}).get("epoch") or 0)
+
+
 def better(a: float | None, b: float | None, mode: str) -> bool:
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return False
@@ -37,25 +43,51 @@ def better(a: float | None, b: float | None, mode: str) -> bool:
 
 
 class SweepProgress(Callback):
-    """A Tune callback that keeps the person at the terminal informed."""
+    """A Tune callback that keeps the person at the terminal informed.
 
-    def __init__(self, total: int, metric: str, mode: str, stream=None, live: bool | None = None):
+    The time left comes from epochs, not trials: a sweep's trials differ in length (ASHA
+    stops most early, and its first trials, with no rivals yet, run longest), so the count
+    of trials gave no estimate for the first quarter hour of a cnn_regularized sweep and a
+    poor one after. `epochs_left(epoch)` says how many more epochs a trial at `epoch` is
+    expected to train (`estimate.epochs_to_go`); the rate is epochs per second since the
+    display started, concurrency included."""
+
+    def __init__(self, total: int, metric: str, mode: str, stream=None, live: bool | None = None,
+                 epochs_left: Callable[[float], float] | None = None, desc: str = "trials"):
         self.stream = stream or sys.stdout
-        self.metric, self.mode = metric, mode
+        self.metric, self.mode, self.desc = metric, mode, desc
         self.counts = {"done": 0, "stopped": 0, "failed": 0}
         self.running: set[str] = set()
         self.best = None
         self.live = is_terminal(self.stream) if live is None else live
         self.total, self.started = total, False
+        self.epochs_left = epochs_left
+        self.epochs: dict[str, float] = {}  # epochs trained, per trial this display has seen
+        self.ended: set[str] = set()
+        self.epochs_before = 0.0  # trained before this display started (a resumed sweep)
         self._bar: Progress | None = None
 
     @property
     def bar(self) -> Progress:
         """Made when first needed, so a resumed sweep's display starts at its finished trials."""
         if self._bar is None:
-            self._bar = Progress(self.total, desc="trials", unit=" trials", stream=self.stream, every=30.0,
-                                 unit_scale=False, live=self.live, initial=self.counts["done"])
+            self._bar = Progress(self.total, desc=self.desc, unit=" trials", stream=self.stream, every=30.0,
+                                 unit_scale=False, live=self.live, initial=self.counts["done"],
+                                 own_eta=self.epochs_left is not None)
         return self._bar
+
+    def time_left(self) -> str:
+        """'about 1:05:00 left (epoch 40 of ~280)': the epochs still expected over the rate
+        at which this display has seen them trained ('' without epochs_left)."""
+        if self.epochs_left is None:
+            return ""
+        trained = sum(self.epochs.values())
+        pending = max(0, self.total - len(self.epochs))
+        to_go = sum(self.epochs_left(e) for t, e in self.epochs.items() if t not in self.ended)
+        to_go += pending * self.epochs_left(0)
+        span = f"epoch {trained:.0f} of ~{trained + to_go:.0f}"
+        rate = (trained - self.epochs_before) / self.bar.elapsed if self.bar.elapsed > 0 else 0
+        return f"about {format_seconds(to_go / rate)} left ({span})" if rate > 0 else span
 
     # Tune pickles its callbacks with the sweep and `--resume` unpickles them: the display
     # then starts afresh, on this process's console, and recounts on the first step.
@@ -68,6 +100,9 @@ class SweepProgress(Callback):
         self.total = state.get("total", getattr(old_bar, "total", 0))
         self.stream, self.started, self._bar = sys.stdout, False, None
         self.live = is_terminal(self.stream)
+        for key, default in (("epochs_left", None), ("epochs", {}), ("ended", set()), ("epochs_before", 0.0),
+                             ("desc", "trials")):  # pickled by a version without them
+            self.__dict__.setdefault(key, default)
 
     def on_step_begin(self, iteration, trials, **info):
         """The first step sees every trial the run knows: on `--resume`, those that ended
@@ -76,28 +111,34 @@ class SweepProgress(Callback):
             return
         self.started = True
         self.counts = {"done": 0, "stopped": 0, "failed": 0}
+        self.epochs, self.ended = {}, set()
         for trial in trials:
+            self.epochs[trial.trial_id] = _epoch(trial.last_result)
             if trial.status in ("TERMINATED", "ERROR"):
                 status = layout.FAILED if trial.status == "ERROR" else (
                     ended_status((trial.last_result or {}).get("status")) or layout.FAILED)
                 self._count(status)
+                self.ended.add(trial.trial_id)
             value = (trial.last_result or {}).get(self.metric)
             if better(value, self.best, self.mode):
                 self.best = value
+        self.epochs_before = sum(self.epochs.values())
         if self.counts["done"]:
             self._refresh()
 
     def _refresh(self) -> None:
         best = "-" if self.best is None else f"{self.best:.4f}"
-        self.bar.update(self.counts["done"], postfix=(
-            f"running {len(self.running)}, stopped {self.counts['stopped']}, failed {self.counts['failed']}, "
-            f"best so far: {self.metric}={best}"))
+        counts = (f"running {len(self.running)}, stopped {self.counts['stopped']}, failed {self.counts['failed']}, "
+                  f"best so far: {self.metric}={best}")
+        self.bar.update(self.counts["done"], postfix=", ".join(filter(None, [self.time_left(), counts])))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        self.epochs.setdefault(trial.trial_id, 0.0)
         self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.epochs[trial.trial_id] = _epoch(result)
         if better(result.get(self.metric), self.best, self.mode):
             self.best = result[self.metric]
         self._refresh()
@@ -111,6 +152,8 @@ class SweepProgress(Callback):
 
     def _finish(self, trial, status: str, last: dict) -> None:
         self.running.discard(trial.trial_id)
+        self.ended.add(trial.trial_id)
+        self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0.0), _epoch(last))
         self._count(status)
         if not self.live:  # in a log, one line per finished trial says what happened
             value = last.get(self.metric)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial  # picklable, as Tune pickles the progress display with the sweep
 
 from ..config import TrainConfig
 from ..progress import format_seconds
@@ -114,15 +115,39 @@ def mean_seconds_per_image(timed: dict[int, float], sizes: list[int]) -> float:
     return sum(c + d / b for b in sizes) / len(sizes)
 
 
+def epochs_to_go(epoch: float, max_epochs: int, grace: int | None = None, reduction: int | None = None) -> float:
+    """Epochs a trial that has trained `epoch` of them is expected to train yet. Without
+    ASHA (grace None): up to max_epochs. Under ASHA, when trials fare as usual: it runs to
+    its next rung, goes on past each rung with chance 1/reduction, up to max_epochs."""
+    if epoch >= max_epochs:
+        return 0.0
+    if not grace:
+        return max_epochs - epoch
+    total, at, chance, rung = 0.0, float(epoch), 1.0, max(grace, 1)
+    while at < max_epochs:
+        rung = min(rung, max_epochs)
+        if rung > at:
+            total += chance * (rung - at)
+            at, chance = rung, chance / reduction
+        rung *= reduction
+    return total
+
+
+def epochs_expected(spec, asha: bool = True):
+    """epochs_left(epoch) for the progress display's time left: under the sweep's ASHA, or
+    (the final seeds, a sweep without a scheduler) every trial to the last epoch."""
+    from .spec import max_epochs
+
+    if not asha or spec.scheduler.type == "none":
+        return partial(epochs_to_go, max_epochs=max_epochs(spec))
+    return partial(epochs_to_go, max_epochs=max_epochs(spec), grace=spec.scheduler.grace_period,
+                   reduction=spec.scheduler.reduction_factor)
+
+
 def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> float:
     """Epochs a sweep trains in all under ASHA when trials fare as usual: everyone runs to
     the first rung, 1/reduction of them to the next, and so on up to max_epochs."""
-    total, rung, survivors, done = 0.0, max(grace, 1), float(trials), 0
-    while done < max_epochs:
-        rung = min(rung, max_epochs)
-        total += survivors * (rung - done)
-        done, survivors, rung = rung, survivors / reduction, rung * reduction
-    return total
+    return trials * epochs_to_go(0, max_epochs, grace, reduction)
 
 
 def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str = "cpu",

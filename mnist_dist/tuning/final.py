@@ -14,6 +14,7 @@ from .. import layout
 from ..evaluation import beats_over_seeds
 from ..layout import write_csv
 from .execution import make_trainable, reuses_processes, trial_checkpoints
+from .estimate import epochs_expected
 from .events import EventLog
 from .results import evaluate_model, fetch_model, mark_interrupted, trial_row
 from .spec import baseline_point
@@ -57,6 +58,8 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
+    from .console import SweepProgress
+
     if "best_config" not in summary:
         return {"error": "no best config to retrain"}
     seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
@@ -65,13 +68,17 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
     shutil.rmtree(out, ignore_errors=True)  # a resumed sweep retrains them afresh
     # each preset config is crossed with the seed grid: one trial per (role, seed)
     search = BasicVariantGenerator(points_to_evaluate=list(configs.values()))
+    callbacks = [EventLog(out / layout.EVENTS)]
+    if opts.verbose and not opts.ray_logs:  # six 30-epoch trainings took 44 min on 2 cores
+        callbacks.append(SweepProgress(len(configs) * len(seeds), spec.metric, spec.mode,
+                                       epochs_left=epochs_expected(spec, asha=False), desc="final seeds"))
     tuner = tune.Tuner(
         make_trainable(opts, sweep_dir, base),
         param_space={**{k: None for k in configs[BEST]}, "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(search_alg=search, num_samples=len(configs),
                                     reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=layout.FINAL, storage_path=str(sweep_dir), verbose=0,
-                                  checkpoint_config=trial_checkpoints(), callbacks=[EventLog(out / layout.EVENTS)]))
+                                  checkpoint_config=trial_checkpoints(), callbacks=callbacks))
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
     rows = []
     for result in fit(tuner):

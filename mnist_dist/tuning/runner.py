@@ -103,13 +103,14 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
     from ray import tune
 
     from .console import SweepProgress
+    from .estimate import epochs_expected
     from .events import EventLog
 
     name, trials = sweep_name(spec, opts), spec.trials
     trainable = make_trainable(opts, sweep_dir, base)
     callbacks = [EventLog(sweep_dir / layout.EVENTS)]
     if opts.verbose and not opts.ray_logs:
-        callbacks.append(SweepProgress(trials, spec.metric, spec.mode))
+        callbacks.append(SweepProgress(trials, spec.metric, spec.mode, epochs_left=epochs_expected(spec)))
     if opts.resume:
         return tune.Tuner.restore(str(sweep_dir / layout.TUNE), trainable=trainable, resume_errored=True)
     return tune.Tuner(
