@@ -397,9 +397,10 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
 
     timed = []
 
-    def fake_seconds_per_image(cfg, batch_size, device, threads):
+    def fake_seconds_per_image(cfg, batch_size, device, threads, augment=("off",)):
         timed.append((batch_size, device, threads))
-        return 1e-4 if batch_size == cfg.batch_size else 0.5e-4  # four batches together: half the time per image
+        # per image: a part per step and one per image, 1e-4 s at batch 32, half that at 128
+        return 1e-4 / 3 + 6.4e-3 / 3 / batch_size
 
     monkeypatch.setattr(estimate, "seconds_per_image", fake_seconds_per_image)
     monkeypatch.setattr(estimate, "local_gpus", lambda: gpus)
@@ -413,12 +414,16 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
     assert est["epoch_s"] == pytest.approx(1e-4 * epoch_images)
     if gpus and share is None:
         assert est["concurrency"] == 4 and est["sharing"] == 4
-        assert timed == [(32, "cuda", 1), (128, "cuda", 1)]
-        assert est["shared_epoch_s"] == pytest.approx(0.5e-4 * epoch_images * 4)  # twice one alone
+        # alone at the space's smallest and largest batch (32, 128), then four of each together
+        assert timed == [(32, "cuda", 1), (128, "cuda", 1), (128, "cuda", 1), (512, "cuda", 1)]
+        assert est["shared_epoch_s"] == pytest.approx(0.5e-4 * 4 * epoch_images)  # twice one alone
         assert "(00:12 with 4 sharing a GPU)" in est["message"]
+        per_image = (2e-4 + 1.6667e-4 + 1.5e-4) / 3  # four together: 2e-4 at 32, 1.5e-4 at 128, fitted at 64
     else:
-        assert est["concurrency"] == 16 and est["sharing"] == 1 and timed == [(32, "cpu", 1)]
+        assert est["concurrency"] == 16 and est["sharing"] == 1 and timed == [(32, "cpu", 1), (128, "cpu", 1)]
         assert est["shared_epoch_s"] == est["epoch_s"] and "sharing" not in est["message"]
+        per_image = (1e-4 + 6.6667e-5 + 5e-5) / 3  # alone at 32, 64 and 128
+    assert est["mean_epoch_s"] == pytest.approx(per_image * epoch_images, rel=1e-4)
     # ASHA's typical budget: 12 trials x 2 epochs, then a third of them 3 more = 36 epochs
-    assert est["typical_s"] == pytest.approx(36 * est["shared_epoch_s"] / est["concurrency"])
-    assert est["at_most_s"] == pytest.approx(12 * 5 * est["shared_epoch_s"] / est["concurrency"])
+    assert est["typical_s"] == pytest.approx(36 * est["mean_epoch_s"] / est["concurrency"])
+    assert est["at_most_s"] == pytest.approx(12 * 5 * est["mean_epoch_s"] / est["concurrency"])
