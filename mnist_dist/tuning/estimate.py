@@ -1,17 +1,17 @@
 """Before a sweep commits hours: time a few training steps here and say what it will cost.
 
 The baseline config's model takes a handful of real training steps in the driver, on this
-machine's device (as Ray's trial processes start), at the baseline's batch size and at the
-smallest and largest the space searches, each step with the next of the augmentation
-levels the space searches (on a CPU light augmentation doubled an MLP's epoch). From the
-step times come an epoch's time (averaged over the batch sizes and augmentation levels the
-trials will use) and the sweep's: a typical figure with ASHA (every trial runs the grace
-period, a third of those go on to the next rung, and so on) and the most it can take (every
-trial runs every epoch), with as many trials at once as the sweep will run (by CPUs, and by
-GPUs where there are any). Trials that share a GPU are timed as one trial with their
-batches together: where the GPU has room to spare (small models) that costs about one
-batch's time, where it has none (alexnet) k times as much. A sweep that would run for hours
-prints that, with the alternatives.
+machine's device (as Ray's trial processes start), at the baseline's batch size and (unless
+a step takes a second) at the smallest and largest the space searches, each step with the
+next of the augmentation levels the space searches (on a CPU light augmentation doubled an
+MLP's epoch). From the step times come an epoch's time (averaged over the batch sizes and
+augmentation levels the trials will use) and the sweep's: a typical figure with ASHA (every
+trial runs the grace period, a third of those go on to the next rung, and so on) and the
+most it can take (every trial runs every epoch), with as many trials at once as the sweep
+will run (by CPUs, and by GPUs where there are any). Trials that share a GPU are timed as
+one trial with their batches together: where the GPU has room to spare (small models) that
+costs about one batch's time, where it has none (alexnet) k times as much. A sweep that
+would run for hours prints that, with the alternatives.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ..progress import format_seconds
 STEPS = 3  # timed steps at least, after one untimed warm-up step
 MIN_TIMED_S = 0.3  # and more steps until this long (small models), at most MAX_STEPS
 MAX_STEPS = 200
+SLOW_STEP_S = 1.0  # a step this long is timed at the baseline's batch size alone
 SLOW_SWEEP_S = 2 * 3600  # above this, say so and offer alternatives
 
 
@@ -73,8 +74,7 @@ def _time_steps(cfg: TrainConfig, batch: int, device, augment: tuple[str, ...] =
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for level in augment:  # the first step pays for one-off set-up
-        step(level)
+    step(augment[0])  # the first step pays for one-off set-up
     t0, steps = time.perf_counter(), 0
     # STEPS at least, and MIN_TIMED_S: a small model's step takes well under a millisecond,
     # too short to time three of them; and as many steps with each augmentation level
@@ -165,9 +165,13 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str =
     # 128 alone: its epochs took 12.6-14.9 s at batch 32, 3.3-4.7 s at 128), large ones the
     # least (ffn's, timed at its baseline's 32 alone, said 7:06 for a 5:06 search).
     sizes = batch_sizes(spec, cfg.batch_size)
-    probe = sorted({cfg.batch_size, sizes[0], sizes[-1]})
     levels = augment_levels(spec, cfg.augment)
-    alone = {b: seconds_per_image(cfg, b, device, threads, levels) for b in probe}
+    alone = {cfg.batch_size: seconds_per_image(cfg, cfg.batch_size, device, threads, levels)}
+    # A step of SLOW_STEP_S or more is all work per image (no fixed part for a fit to find),
+    # and timing it at other batch sizes took a minute for alexnet on a CPU.
+    if alone[cfg.batch_size] * cfg.batch_size < SLOW_STEP_S:
+        alone.update({b: seconds_per_image(cfg, b, device, threads, levels) for b in {sizes[0], sizes[-1]} - set(alone)})
+    probe = sorted(alone)
     together = alone
     if sharing > 1:  # k trials on one GPU keep it as busy as one trial with k times the batch:
         # each of their epochs takes k times that rate's epoch, and never less than one alone
