@@ -141,13 +141,14 @@ def write_spec(path: Path, **spec) -> Path:
 def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_path, workers, quiet):
     """ASHA stopping trials is a normal event: no traceback, no "actor died", no Ray log lines,
     for the reused trial process and for DDP trials alike. The run begins with the estimate and
-    ends with a table of the trials and where the results are; --quiet prints only that end."""
+    ends with a table of the trials and where the results are; --quiet prints only that end.
+    Without --quiet the sweep's best and baseline configs are retrained with one more seed."""
     cfg = write_spec(tmp_path / "s.yaml", trials=3, max_concurrent=1,
                      scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
                      fixed={"epochs": 3, "train_limit": 2000, "test_limit": 500},
                      space={"lr": {"choice": [0.01, 1.0e-6, 0.05]}}, points=[{"lr": 1.0e-6}])
     args = ["mlp", "--config", str(cfg), "--results-dir", str(tmp_path), "--name", "c",
-            "--workers", str(workers), "--data-dir", str(DATA_DIR)] + (["--quiet"] if quiet else [])
+            "--workers", str(workers), "--data-dir", str(DATA_DIR)] + (["--quiet"] if quiet else ["--final-seeds", "1"])
     out = subprocess.run(RUN + args, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     console = out.stdout + out.stderr
@@ -162,6 +163,10 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
         assert lines[0].startswith("sweep c: 3 trials") and "estimate" not in console and "trial 1/3" not in console
     else:
         assert lines[0].startswith("estimate on this machine:") and "trial 3/3" in console
+        # the final seeds show their progress too (they showed none until the thirteenth session)
+        # (one run, or two when the baseline config is not the best)
+        runs = re.search(r"final seeds: 100% (\d)/\1 trials", console)
+        assert runs and f"seed run {runs[1]}/{runs[1]} " in console, console[-3000:]
 
 
 @pytest.mark.slow

@@ -330,6 +330,9 @@ def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches
     fixed = dataclasses.replace(spec, space={k: v for k, v in spec.space.items() if k != "batch_size"})
     est = estimate.estimate(fixed, base, concurrency=2)
     assert timed == [128] and est["mean_epoch_s"] == pytest.approx(est["epoch_s"])
+    # an epoch under 10 s is said in tenths (an mlp epoch read "00:00"), longer ones as a clock
+    assert estimate.describe({**est, "epoch_s": 0.64}, "mlp").startswith("estimate on this machine: 0.6 s per epoch of mlp;")
+    assert estimate.describe({**est, "epoch_s": 75}, "mlp").startswith("estimate on this machine: 01:15 per epoch")
     # two equal timings (no per-step part): every batch size costs the same
     assert estimate.mean_seconds_per_image({32: 2e-4, 128: 2e-4}, [32, 64, 128, 256]) == pytest.approx(2e-4)
 

@@ -158,7 +158,8 @@ class SweepProgress(Callback):
         if not self.live:  # in a log, one line per finished trial says what happened
             value = last.get(self.metric)
             shown = "-" if value is None else f"{value:.4f}"
-            print(f"trial {self.counts['done']}/{self.bar.total} {trial.trial_id}: {LABELS.get(status, status)} "
+            one = "seed run" if self.desc == "final seeds" else "trial"
+            print(f"{one} {self.counts['done']}/{self.bar.total} {trial.trial_id}: {LABELS.get(status, status)} "
                   f"after {last.get('epoch', 0)} epoch(s), {self.metric} {shown}", file=self.stream, flush=True)
         self._refresh()
 

@@ -191,11 +191,16 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str =
             "typical_s": epochs * per_slot, "at_most_s": spec.trials * top * per_slot, "trials": spec.trials}
 
 
+def _epoch_time(seconds: float) -> str:
+    """'0.6 s' under 10 s (an mlp epoch read '00:00'), else '01:15'."""
+    return f"{seconds:.1f} s" if seconds < 10 else format_seconds(seconds)
+
+
 def describe(est: dict, arch: str) -> str:
     """One line, or a warning with alternatives when the sweep would take hours."""
-    shared = (f" ({format_seconds(est['shared_epoch_s'])} with {est['sharing']} sharing a GPU)"
+    shared = (f" ({_epoch_time(est['shared_epoch_s'])} with {est['sharing']} sharing a GPU)"
               if est.get("sharing", 1) > 1 else "")
-    line = (f"estimate on this machine: {format_seconds(est['epoch_s'])} per epoch of {arch}{shared}; the sweep "
+    line = (f"estimate on this machine: {_epoch_time(est['epoch_s'])} per epoch of {arch}{shared}; the sweep "
             f"about {format_seconds(est['typical_s'])}, at most {format_seconds(est['at_most_s'])}")
     if est["typical_s"] < SLOW_SWEEP_S:
         return line
