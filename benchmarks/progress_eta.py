@@ -19,7 +19,7 @@ import yaml
 
 from mnist_dist import layout
 from mnist_dist.progress import format_seconds
-from mnist_dist.tuning.estimate import epochs_expected
+from mnist_dist.tuning.estimate import epochs_ahead, epochs_expected
 from mnist_dist.tuning.spec import load_spec
 
 
@@ -50,11 +50,11 @@ def main() -> None:
     print("| elapsed | by epochs (now) | by trial count (before) | in fact left |")
     for frac in a.at:
         now = t0 + frac * (end - t0)
-        epochs = {t: max([e for ts, e in v if ts <= now], default=0) for t, v in epochs_at.items()}
         started = {t for t, ts in started_at.items() if ts <= now}
         ended = {t for t, ts in ended_at.items() if ts <= now}
-        trained = sum(epochs.get(t, 0) for t in started)
-        to_go = sum(left(epochs.get(t, 0)) for t in started - ended) + (spec.trials - len(started)) * left(0)
+        epochs = {t: max([e for ts, e in epochs_at.get(t, []) if ts <= now], default=0) for t in started}
+        trained = sum(epochs.values())
+        to_go = epochs_ahead(epochs, ended, spec.trials, left)  # as the display counts them
         rate = trained / (now - t0)
         by_epochs = f"{format_seconds(to_go / rate)} ({trained} of ~{trained + to_go:.0f})" if rate else "?"
         by_count = format_seconds((spec.trials - len(ended)) * (now - t0) / len(ended)) if ended else "?"

@@ -196,6 +196,16 @@ def test_metric_and_mode_are_checked(tmp_path, metric, mode, message):
         load_spec("mlp", cfg)
 
 
+@pytest.mark.parametrize("key, value", [("reduction_factor", 1), ("reduction_factor", 2.5), ("grace_period", 0)])
+def test_asha_settings_are_checked(tmp_path, key, value):
+    """A reduction factor of 1 made no rungs ever pass: the estimate's epoch count looped
+    forever; Ray's own check is a bare assertion deep in Tune."""
+    cfg = write_spec(tmp_path / "s.yaml", scheduler={"type": "asha", key: value},
+                     space={"lr": {"loguniform": [1e-3, 1e-1]}})
+    with pytest.raises(ConfigError, match=f"scheduler.{key}={value!r}; expected an integer >= "):
+        load_spec("mlp", cfg)
+
+
 def test_pick_best_follows_metric_and_mode():
     rows = [{"trial_id": t, "status": "completed", "checkpoint_path": "x", "val_loss": loss, "best_val_acc": acc}
             for t, loss, acc in (("a", 0.30, 0.95), ("b", 0.10, 0.93), ("c", 0.20, 0.97))]

@@ -81,10 +81,10 @@ class SweepProgress(Callback):
         at which this display has seen them trained ('' without epochs_left)."""
         if self.epochs_left is None:
             return ""
+        from .estimate import epochs_ahead
+
         trained = sum(self.epochs.values())
-        pending = max(0, self.total - len(self.epochs))
-        to_go = sum(self.epochs_left(e) for t, e in self.epochs.items() if t not in self.ended)
-        to_go += pending * self.epochs_left(0)
+        to_go = epochs_ahead(self.epochs, self.ended, self.total, self.epochs_left)
         span = f"epoch {trained:.0f} of ~{trained + to_go:.0f}"
         rate = (trained - self.epochs_before) / self.bar.elapsed if self.bar.elapsed > 0 else 0
         return f"about {format_seconds(to_go / rate)} left ({span})" if rate > 0 else span

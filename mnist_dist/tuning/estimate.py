@@ -144,6 +144,14 @@ def epochs_expected(spec, asha: bool = True):
                    reduction=spec.scheduler.reduction_factor)
 
 
+def epochs_ahead(epochs: dict, ended: set, trials: int, epochs_left) -> float:
+    """Epochs a sweep of `trials` is expected to train yet: its running trials (`epochs`:
+    trained so far per trial seen, those in `ended` done) and those not started, by
+    `epochs_left(epoch)`."""
+    running = sum(epochs_left(e) for t, e in epochs.items() if t not in ended)
+    return running + max(0, trials - len(epochs)) * epochs_left(0)
+
+
 def typical_epochs(trials: int, max_epochs: int, grace: int, reduction: int) -> float:
     """Epochs a sweep trains in all under ASHA when trials fare as usual: everyone runs to
     the first rung, 1/reduction of them to the next, and so on up to max_epochs."""

@@ -186,6 +186,10 @@ def validate(spec: SweepSpec, where: str) -> None:
         raise ConfigError(f"{where}: max_concurrent={spec.max_concurrent!r}; expected >= 1")
     if spec.scheduler.type not in ("asha", "none"):
         raise ConfigError(f"{where}: scheduler.type={spec.scheduler.type!r}; expected asha or none")
+    for key, least in (("grace_period", 1), ("reduction_factor", 2)):  # ASHA's rungs: grace x factor^k
+        value = getattr(spec.scheduler, key)
+        if spec.scheduler.type == "asha" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigError(f"{where}: scheduler.{key}={value!r}; expected an integer >= {least}")
     within = spec.scheduler.compare_within
     choices = [k for k, d in (spec.space or {}).items() if isinstance(d, dict) and "choice" in d]
     if within is not None and (within not in choices or spec.scheduler.type != "asha"):
