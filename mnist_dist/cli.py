@@ -10,10 +10,10 @@ import sys
 COMMANDS = {
     "models": ("mnist_dist.models.cli", "list the architectures, their inputs and parameter counts"),
     "train": ("mnist_dist.training.cli", "train one architecture locally and evaluate it on the test set"),
-    "sweep": ("mnist_dist.tuning.cli", "hyperparameter sweep: Ray Tune + Optuna, trials in reused processes or Ray Train"),
-    "sweeps": ("mnist_dist.tuning.configs_cli", "list the shipped sweep configs (YAML) and where they are"),
+    "sweep": ("mnist_dist.tuning.driver.cli", "hyperparameter sweep: Ray Tune + Optuna, trials in reused processes or Ray Train"),
+    "sweeps": ("mnist_dist.tuning.driver.configs_cli", "list the shipped sweep configs (YAML) and where they are"),
     "report": ("mnist_dist.report.cli", "tables, plots and an HTML report over everything in results/"),
-    "dashboard": ("mnist_dist.tuning.dashboard", "serve a sweep's Optuna study in optuna-dashboard on 127.0.0.1"),
+    "dashboard": ("mnist_dist.tuning.outputs.dashboard", "serve a sweep's Optuna study in optuna-dashboard on 127.0.0.1"),
     "predict": ("mnist_dist.inference.predict_cli", "predict the class of image files with a trained model"),
     "evaluate": ("mnist_dist.inference.evaluate_cli", "evaluate a trained model on a dataset or image folder"),
     "export": ("mnist_dist.inference.export", "export a trained model (TorchScript, ONNX) for deployment"),
@@ -65,7 +65,7 @@ def entry(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `mnist-dist models | head`: the reader has all it wanted
         os._exit(141)  # what a shell reports for SIGPIPE
     if sys.modules.get("ray") is not None:  # Ray was imported (None: it was blocked)
-        from .tuning.ray_setup import stop_ray
+        from .tuning.execution.ray_setup import stop_ray
 
         stop_ray()
     gc.collect()  # a file object left to the garbage collector is flushed and closed

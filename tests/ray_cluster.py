@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_dist.tuning.ray_setup import free_port
+from mnist_dist.tuning.execution.ray_setup import free_port
 
 from .conftest import DATA_DIR, RUN
 from .procs import cmdline, kill_session, session_pids

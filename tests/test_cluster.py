@@ -185,8 +185,8 @@ def fake_cluster_config(gcs_address: str) -> dict:
 
 STATE_PROBE = """
 import sys, ray
-from mnist_dist.tuning.options import Scaling, SweepOptions
-from mnist_dist.tuning.ray_setup import init_ray
+from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+from mnist_dist.tuning.execution.ray_setup import init_ray
 
 @ray.remote(num_cpus=0)
 class Probe:  # asks what Ray Train's placement-group cleaner asks, from inside the cluster

@@ -17,7 +17,7 @@ import cv2
 import pytest
 import yaml
 
-from mnist_dist.tuning.console import SweepProgress
+from mnist_dist.tuning.driver.console import SweepProgress
 
 from .conftest import DATA_DIR, REPO, RUN
 
@@ -56,9 +56,9 @@ def test_sweep_progress_says_the_time_left_from_the_epochs_expected(monkeypatch)
     import pickle
 
     from mnist_dist import progress as progress_module
-    from mnist_dist.tuning.estimate import epochs_expected, epochs_to_go, typical_epochs
+    from mnist_dist.tuning.driver.estimate import epochs_expected, epochs_to_go, typical_epochs
 
-    from mnist_dist.tuning.spec import load_spec
+    from mnist_dist.tuning.driver.spec import load_spec
 
     spec = load_spec("cnn_regularized")  # 30 epochs, ASHA's rungs at 8 and 24
     left = epochs_expected(spec)
@@ -171,7 +171,7 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
 
 @pytest.mark.slow
 def test_final_seeds_lines_compare_the_best_and_baseline_configs():
-    from mnist_dist.tuning.console import final_seeds_lines
+    from mnist_dist.tuning.driver.console import final_seeds_lines
 
     final = {"seeds": [1000, 2000, 3000], "test_acc": [0.994, 0.9942, 0.9938], "test_acc_mean": 0.994,
              "test_acc_std": 0.0002, "gain_over_baseline": 0.005, "beats_baseline": True,
@@ -250,7 +250,7 @@ def test_ctrl_c_outside_tunes_run_says_whether_there_is_anything_to_resume(start
     ensemble) is a KeyboardInterrupt: no traceback, exit 130, and a resume command only when
     the sweep's folder holds a started search."""
     from mnist_dist.cli import main
-    from mnist_dist.tuning import runner
+    from mnist_dist.tuning.driver import runner
 
     def interrupted(spec, opts):
         if started:

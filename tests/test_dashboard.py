@@ -22,8 +22,8 @@ import optuna
 import pytest
 
 from mnist_dist.cli import main
-from mnist_dist.tuning import dashboard
-from mnist_dist.tuning.dashboard import make_server, newest_sweep
+from mnist_dist.tuning.outputs import dashboard
+from mnist_dist.tuning.outputs.dashboard import make_server, newest_sweep
 
 from .procs import listening
 

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 EMBEDDED = """
 import sys, ray
-from mnist_dist.tuning.options import Scaling, SweepOptions
-from mnist_dist.tuning.ray_setup import init_ray
+from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+from mnist_dist.tuning.execution.ray_setup import init_ray
 init_ray(SweepOptions(scaling=Scaling(workers=int(sys.argv[1]))))
 print(ray._private.worker._global_node.webui_url, flush=True)
 sys.stdin.readline()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_dist.config import ConfigError
-from mnist_dist.tuning.snapshot import SNAPSHOT_FILES, repair, whole
+from mnist_dist.tuning.execution.snapshot import SNAPSHOT_FILES, repair, whole
 
 from .conftest import RUN
 

@@ -17,8 +17,8 @@ import yaml
 
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
-from mnist_dist.tuning.results import pick_best
-from mnist_dist.tuning.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
+from mnist_dist.tuning.outputs.results import pick_best
+from mnist_dist.tuning.driver.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
 
 from .conftest import REPO, RUN, smoke_options
 
@@ -79,7 +79,7 @@ class FakeTrial:  # what ASHA reads of a trial
 
 
 def asha(state: Path, compare_within=None):
-    from mnist_dist.tuning.scheduler import ResumableASHA
+    from mnist_dist.tuning.execution.scheduler import ResumableASHA
 
     return ResumableASHA(state, compare_within=compare_within, time_attr="training_iteration",
                          metric="best_val_acc", mode="max", max_t=30, grace_period=8, reduction_factor=3)
@@ -228,7 +228,7 @@ def test_sweep_over_an_image_folder_ranked_by_validation_loss(ray_session, mnist
     """`--images DIR` (here through the options the flag sets) and `metric: best_val_loss,
     mode: min`: the trials train on the folder, the best trial is the one with the lowest
     validation loss, and its test accuracy is computed on the folder's own test images."""
-    from mnist_dist.tuning.runner import run_sweep
+    from mnist_dist.tuning.driver.runner import run_sweep
     from mnist_dist.models.checkpoint import load_model
     from mnist_dist.models.checkpoint import input_spec
     from mnist_dist.evaluation import evaluate
@@ -278,10 +278,10 @@ def test_two_sweeps_of_one_name_exactly_one_runs(tmp_path):
 
 def test_a_dead_holder_does_not_keep_the_folder(tmp_path):
     """The lock belongs to a process: once it is gone (crashed, killed), the folder is free."""
-    code = ("import sys; from pathlib import Path; from mnist_dist.tuning.runner import SweepLock; "
+    code = ("import sys; from pathlib import Path; from mnist_dist.tuning.driver.runner import SweepLock; "
             "SweepLock(Path(sys.argv[1])); import os; os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], check=True, timeout=120)
-    from mnist_dist.tuning.runner import SweepLock
+    from mnist_dist.tuning.driver.runner import SweepLock
 
     lock = SweepLock(tmp_path / "s")  # taken over at once
     with pytest.raises(ConfigError, match="in use by a running sweep"):
@@ -305,7 +305,7 @@ def test_the_estimate_averages_the_epoch_over_the_batch_sizes_the_space_searches
     estimate, timed at the baseline's 128 alone, said 3:57 for a search of 6:53. The steps
     are now also timed at the space's smallest and largest batch, and a sweep's epoch is the
     average over its batch sizes of t(B) = c + d / B per image, fitted to those timings."""
-    from mnist_dist.tuning import estimate
+    from mnist_dist.tuning.driver import estimate
 
     c, d = 1e-5, 3e-3  # seconds per image: a fixed part and one per step
     timed = []
@@ -353,7 +353,7 @@ def test_the_estimate_times_steps_with_the_augmentation_the_space_searches(monke
     timed steps now take the space's augmentation levels in turn, as many steps each."""
     from mnist_dist import data
     from mnist_dist.config import TrainConfig
-    from mnist_dist.tuning import estimate
+    from mnist_dist.tuning.driver import estimate
 
     spec = load_spec("mlp")  # searches augment: off, light
     assert estimate.augment_levels(spec, "off") == ("off", "light")
@@ -382,7 +382,7 @@ def test_the_estimate_times_a_small_models_steps_long_enough_to_measure(monkeypa
     go on until MIN_TIMED_S has passed (and at most MAX_STEPS of them)."""
     from mnist_dist.config import TrainConfig
     from mnist_dist.training import loop
-    from mnist_dist.tuning import estimate
+    from mnist_dist.tuning.driver import estimate
 
     steps = []
     made = loop.make_optimizer
@@ -411,8 +411,8 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
     the trial's device and its one CPU thread."""
     import os
 
-    from mnist_dist.tuning import estimate, runner
-    from mnist_dist.tuning.options import Scaling, base_config
+    from mnist_dist.tuning.driver import estimate, runner
+    from mnist_dist.tuning.driver.options import Scaling, base_config
 
     timed = []
 

@@ -20,8 +20,8 @@ import torch
 import pytest
 import yaml
 
-from mnist_dist.tuning.runner import run_sweep
-from mnist_dist.tuning.spec import baseline_point, load_spec
+from mnist_dist.tuning.driver.runner import run_sweep
+from mnist_dist.tuning.driver.spec import baseline_point, load_spec
 from mnist_dist.models.checkpoint import load_model
 from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
@@ -114,7 +114,7 @@ def check_seed_models(folder: Path, prefix: str, block: dict, config: dict, mnis
 def test_final_seeds_train_the_best_and_the_baseline_config_apart():
     """The configs --final-seeds retrains: the best and the source's baseline, each naming
     every key either searches (so a trial's config says which it is); one when they agree."""
-    from mnist_dist.tuning.final import final_configs, role_of
+    from mnist_dist.tuning.outputs.final import final_configs, role_of
 
     spec = load_spec("lenet5")
     base = {"momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}
@@ -135,7 +135,7 @@ def test_tied_trials_rank_the_same_however_tune_lists_them():
     """Three lenet5 trials once tied at 99.283% validation accuracy (5,957 of 6,000), and a
     resumed sweep, listing its trials in another order, named another best trial. Ties now
     go to the lower validation loss, then the trial id."""
-    from mnist_dist.tuning.results import pick_best, ranked
+    from mnist_dist.tuning.outputs.results import pick_best, ranked
 
     def row(trial_id, acc, loss, status="completed"):
         return {"trial_id": trial_id, "status": status, "checkpoint_path": "x", "best_val_acc": acc,
@@ -153,7 +153,7 @@ def test_a_replaced_checkpoint_is_read_from_the_newest_beside_it(tmp_path):
     """A DDP trial that ASHA stopped may write the next epoch's checkpoint (replacing the one
     its last result names) before the stop reaches it; the sweep's ensemble once failed on
     the missing folder. The newest checkpoint beside it holds the trial's best model."""
-    from mnist_dist.tuning.results import fetch_model
+    from mnist_dist.tuning.outputs.results import fetch_model
 
     trial = tmp_path / "train-abc"
     for name, content in (("checkpoint_2026-11-25_20-43-22", b"epoch 1"), ("checkpoint_2026-11-25_20-43-25", b"epoch 2")):
@@ -169,8 +169,8 @@ def test_the_sweep_study_is_written_ahead_then_sealed_into_one_file(tmp_path, mo
     """The default storage logs writes ahead (an append per epoch's report, not a journal
     file created and deleted); when the sweep ends, optuna.db is one self-contained file
     again, in rollback-journal mode, holding every value reported."""
-    from mnist_dist.tuning import storage as study_storage
-    from mnist_dist.tuning.storage import open_storage, seal
+    from mnist_dist.tuning.execution import storage as study_storage
+    from mnist_dist.tuning.execution.storage import open_storage, seal
 
     monkeypatch.setattr(study_storage, "filesystem_type", lambda path: "ext4")  # whatever disk runs the test
     storage = open_storage(None, tmp_path)
@@ -200,7 +200,7 @@ def test_the_sweep_study_is_written_ahead_then_sealed_into_one_file(tmp_path, mo
 def test_a_study_on_a_network_file_system_keeps_sqlites_default_journal(tmp_path, monkeypatch):
     """WAL needs every reader and the writer on one host with shared memory; a results folder
     on NFS (a cluster's EFS) does not promise that, so the study there keeps the default."""
-    from mnist_dist.tuning import storage as study_storage
+    from mnist_dist.tuning.execution import storage as study_storage
 
     mounts = ("/dev/vda / ext4 rw 0 0\nfs-1.efs.example:/ /mnt/efs nfs4 rw 0 0\n"
               "server:/share /mnt/my\\040share cifs rw 0 0\n")
@@ -219,8 +219,8 @@ def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(t
     """Whether Optuna already has a trial's end (a resumed sweep replays trials that ended
     after Tune's last snapshot) was a storage query per epoch; now once per trial and driver.
     A restored searcher must ask again: the trial may have ended after its snapshot."""
-    from mnist_dist.tuning.runner import make_searcher
-    from mnist_dist.tuning.storage import open_storage
+    from mnist_dist.tuning.driver.runner import make_searcher
+    from mnist_dist.tuning.execution.storage import open_storage
 
     storage = open_storage(None, tmp_path)
     searcher = make_searcher(load_spec("mlp"), storage, "s")
@@ -448,23 +448,23 @@ def test_ray_start_handlers_are_kept_aside_and_a_held_signal_acts_after_it():
     place) and come back after the sweep; a SIGTERM meanwhile waits, then becomes Ctrl-C."""
     from ray._private import utils
 
-    from mnist_dist.tuning import stopping
+    from mnist_dist.tuning.execution import signals
 
     def rays(signum, frame):  # stands for the handler ray.init sets
         raise AssertionError("Ray's handler ran during its start")
 
     before = signal.getsignal(signal.SIGTERM)
     try:
-        stopping.stop_on_sigterm()
+        signals.stop_on_sigterm()
         with pytest.raises(KeyboardInterrupt):
-            with stopping.held_while_ray_starts():
+            with signals.held_while_ray_starts():
                 utils.set_sigterm_handler(rays)
-                assert signal.getsignal(signal.SIGTERM) is stopping._as_ctrl_c
+                assert signal.getsignal(signal.SIGTERM) is signals._as_ctrl_c
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.1)  # delivered here, and only noted
             pytest.fail("the held signal did not stop the sweep")
-        assert stopping.signalled() and stopping.exit_code() == 143
-        stopping.restore_sigterm()
+        assert signals.signalled() and signals.exit_code() == 143
+        signals.restore_sigterm()
         assert signal.getsignal(signal.SIGTERM) is rays  # Ray's, after the sweep
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -473,20 +473,20 @@ def test_ray_start_handlers_are_kept_aside_and_a_held_signal_acts_after_it():
 @pytest.mark.slow
 def test_the_watchdog_sees_a_ray_process_end():
     """A scheduler that signals every process of a job (Slurm does), not a process group,
-    still reaches Ray's: the watchdog (stopping.py) then ends the sweep instead of letting
+    still reaches Ray's: the watchdog (signals.py) then ends the sweep instead of letting
     Tune wait on a dead raylet. What it looks at: any Ray process this driver started has
     ended; and the embedded Ray's processes are out of the driver's process group."""
     code = """
 import os, signal, time, ray
-from mnist_dist.tuning import ray_setup, stopping
+from mnist_dist.tuning.execution import ray_setup, signals
 ray_setup.start_local_ray(num_cpus=1, dashboard=False, preload=False)
 started = ray._private.worker._global_node.all_processes
-before = stopping._ray_processes_ended()
+before = signals._ray_processes_ended()
 apart = all(os.getpgid(p.process.pid) != os.getpgrp() for infos in started.values() for p in infos)
 monitor = started["log_monitor"][0].process
 os.kill(monitor.pid, signal.SIGTERM)
 monitor.wait(timeout=30)
-after = stopping._ray_processes_ended()
+after = signals._ray_processes_ended()
 ray_setup.stop_ray()
 print(before, apart, after)
 """
@@ -576,9 +576,9 @@ def test_bad_cli_input_fails_before_ray_starts(args, message, tmp_path):
 def test_gpus_per_worker_auto_follows_the_gpus_ray_sees():
     """Default auto: nothing without GPUs; with them a quarter GPU per single-worker trial and
     a whole one per DDP worker; a number given is kept as it is."""
-    from mnist_dist.tuning.cli import add_arguments
-    from mnist_dist.tuning.execution import concurrency, resolve_gpus
-    from mnist_dist.tuning.options import Scaling
+    from mnist_dist.tuning.driver.cli import add_arguments
+    from mnist_dist.tuning.execution.plan import concurrency, resolve_gpus
+    from mnist_dist.tuning.driver.options import Scaling
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -610,7 +610,7 @@ def test_embedded_ray_starts_when_its_dashboard_port_is_taken_meanwhile():
     failed on it: "Failed to bind ... already occupied"); the start tries another port."""
     code = """
 import socket, ray
-from mnist_dist.tuning import ray_setup
+from mnist_dist.tuning.execution import ray_setup
 taken = socket.socket(); taken.bind(("127.0.0.1", 0)); taken.listen()
 ports = [taken.getsockname()[1]]
 real = ray_setup.free_port
@@ -639,7 +639,7 @@ def test_trials_start_in_workers_ray_started_ahead_with_torch_imported():
     code = """
 import os, sys, time, ray
 from ray.tune.execution.class_cache import _ActorClassCache
-from mnist_dist.tuning import ray_setup
+from mnist_dist.tuning.execution import ray_setup
 ray_setup.start_local_ray(num_cpus=2, dashboard=False)  # as a sweep of single-worker trials starts it
 raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
 def workers():  # the raylet's idle Python workers now
@@ -661,10 +661,10 @@ waited = ray_setup.wait_for_trial_processes(3, timeout_s=60)  # only 2 were star
 ahead = workers()
 class Probe:
     def look(self):
-        from mnist_dist.tuning.trainable import use_trial_cpus
+        from mnist_dist.tuning.trials.reused import use_trial_cpus
         import torch
         use_trial_cpus()
-        return (os.getpid(), "mnist_dist.tuning.trainable" in sys.modules, "torch._dynamo" in sys.modules,
+        return (os.getpid(), "mnist_dist.tuning.trials.reused" in sys.modules, "torch._dynamo" in sys.modules,
                 torch.get_num_threads(), {k: os.environ.get(k) for k in env})
 env = ray_setup.runtime_env()["env_vars"]  # what the sweep's workers must see, now by inheritance
 pid, trial_module, dynamo, threads, seen = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
@@ -684,7 +684,7 @@ def test_a_trial_process_says_it_is_ready_even_when_its_imports_fail(tmp_path):
     """The driver waits for the workers' ready files before the first trial; a worker whose
     imports failed must still write one (its trial reports the error), or every sweep would
     wait out the whole timeout."""
-    code = "import sys; sys.modules['torch'] = None; import mnist_dist.tuning.prestart"
+    code = "import sys; sys.modules['torch'] = None; import mnist_dist.tuning.execution.prestart"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "MNIST_DIST_READY_DIR": str(tmp_path)})
     assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr
@@ -697,7 +697,7 @@ def test_the_driver_does_not_wait_for_a_worker_that_died_importing(tmp_path, mon
     """A prestarted worker says it has started (PID.start) before its imports: one killed
     while importing (out of memory, say) is then not waited for. The sweep waited out the
     whole 60 s for it, once, until the twelfth session."""
-    from mnist_dist.tuning import ray_setup
+    from mnist_dist.tuning.execution import ray_setup
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # an exited process: a worker killed mid-import
@@ -724,7 +724,7 @@ def test_rays_processes_import_the_package_the_driver_runs(tmp_path):
     package elsewhere stands for such a checkout: a process started with the environment
     imports that copy, not the installed one."""
     import mnist_dist
-    from mnist_dist.tuning.ray_setup import importable_here
+    from mnist_dist.tuning.execution.ray_setup import importable_here
 
     checkout = tmp_path / "checkout"
     shutil.copytree(Path(mnist_dist.__file__).parent, checkout / "mnist_dist",
@@ -743,7 +743,7 @@ def test_an_embedded_ray_starts_with_the_drivers_package_on_its_path(monkeypatch
     import ray
 
     import mnist_dist
-    from mnist_dist.tuning import ray_setup
+    from mnist_dist.tuning.execution import ray_setup
 
     seen = []
     monkeypatch.setattr(ray, "init", lambda **kw: seen.append(os.environ.get("PYTHONPATH", "")))
@@ -755,7 +755,7 @@ def test_an_embedded_ray_starts_with_the_drivers_package_on_its_path(monkeypatch
 def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     """Ray runs each trial in its own folder, so a relative $MNIST_DIST_DATA_DIR (as in
     `MNIST_DIST_DATA_DIR=../shared/data python sweeps/run.py ...`) must reach them resolved."""
-    from mnist_dist.tuning.ray_setup import runtime_env
+    from mnist_dist.tuning.execution.ray_setup import runtime_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MNIST_DIST_DATA_DIR", "../data")
@@ -768,8 +768,8 @@ def test_the_ensemble_evaluates_each_candidate_once(smoke_sweep, tmp_path, monke
     """k is chosen from each candidate's validation probabilities computed once, not once per k
     (that evaluated alexnet's members 15 times on the CPU and outran an H200 run's time), and
     the choice is the sweep's own: same accuracies per k, same members, same test accuracy."""
-    from mnist_dist.tuning import ensemble
-    from mnist_dist.tuning.results import read_rows
+    from mnist_dist.tuning.outputs import ensemble
+    from mnist_dist.tuning.outputs.results import read_rows
 
     sweep = tmp_path / "sweep"
     shutil.copytree(smoke_sweep, sweep, ignore=shutil.ignore_patterns("tune", "final"))

@@ -17,7 +17,7 @@ try:
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401
 
-    from . import trainable  # noqa: F401
+    from ..trials import reused  # noqa: F401
 finally:  # even after a failed import: the trial reports that error; the driver must not wait on it
     if _folder:
         try:

@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .execution import reuses_processes
-from .options import SweepOptions
+from .plan import reuses_processes
+from ..driver.options import SweepOptions
 
 # Ray Train's controller collects worker reports when it polls them, every 2 s by
 # default: a 0.2 s epoch then takes 2 s. Polling at 0.2 s costs little CPU.
@@ -42,7 +42,7 @@ def importable_here(env: dict, package_dir: Path | None = None) -> dict:
     waited the whole 60 s for them before its first trial (seen 2026-11-27); the trials
     themselves ran, as Ray hands the job the driver's folder later. Only for an embedded
     Ray: a cluster's nodes have their own install."""
-    folder = str(package_dir or Path(__file__).resolve().parents[2])
+    folder = str(package_dir or Path(__file__).resolve().parents[3])
     paths = [p for p in env.get("PYTHONPATH", os.environ.get("PYTHONPATH", "")).split(os.pathsep) if p]
     return {**env, "PYTHONPATH": os.pathsep.join([folder] + [p for p in paths if p != folder])}
 
@@ -55,7 +55,7 @@ PORT_TRIES = 3  # dashboard ports tried before giving up
 # (3.8 s) and, in the optimizer's constructor, torch._dynamo (1.7 s). Only for sweeps of
 # single-worker trials: Ray Train's controller and workers start in new processes anyway,
 # and these imports made each DDP trial 5 s slower (22.6 s instead of 17.6 s of overhead).
-PRELOAD = ["mnist_dist.tuning.prestart"]
+PRELOAD = ["mnist_dist.tuning.execution.prestart"]
 READY_ENV = "MNIST_DIST_READY_DIR"  # where prestarted workers say they are ready (prestart.py)
 _ready: list[tuple[Path, int]] = []  # that folder and the workers Ray started ahead, for this process's Ray
 
@@ -234,7 +234,7 @@ def init_ray(opts: SweepOptions):
         return ray
     env = runtime_env()["env_vars"]
     if not opts.ray_logs:
-        from .console import quiet_ray
+        from ..driver.console import quiet_ray
 
         quiet_ray()
         # Tune's newer console output prints its own boxes and paths even at verbose=0

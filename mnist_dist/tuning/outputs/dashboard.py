@@ -14,8 +14,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .. import layout
-from ..config import ConfigError
+from ... import layout
+from ...config import ConfigError
 
 DB = layout.OPTUNA_DB
 INSTALL = "pip install 'mnist-dist[dashboard]' (in a checkout: pip install -e '.[dashboard]')"

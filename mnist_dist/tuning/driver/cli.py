@@ -10,8 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import layout
-from ..models import list_models
+from ... import layout
+from ...models import list_models
 from .spec import load_spec, schedule_warning
 
 
@@ -72,7 +72,7 @@ def add_arguments(p) -> None:
 
 
 def validate_gpu_sharing(args) -> None:
-    from ..config import ConfigError
+    from ...config import ConfigError
 
     if args.workers > 1 and args.gpus_per_worker is not None and 0 < args.gpus_per_worker < 1:
         raise ConfigError("--gpus-per-worker below 1 with --workers > 1 puts two DDP ranks on one GPU, "
@@ -85,7 +85,7 @@ def check_image_folder(path: str) -> None:
     for the trials)."""
     from pathlib import Path
 
-    from ..config import ConfigError
+    from ...config import ConfigError
 
     root = Path(path).expanduser()
     missing = [split for split in ("train", "test") if not (root / split).is_dir()]
@@ -97,7 +97,7 @@ def check_data_folder(dataset: str, data_dir: str | None) -> None:
     """Before Ray starts: a data folder that is set holds the dataset. Otherwise every
     trial fails on it, each with a traceback, after Ray's start. Only on this machine: a
     cluster's workers may see the folder where this driver does not."""
-    from ..data.datasets import ENV_DATA_DIR, locate
+    from ...data.datasets import ENV_DATA_DIR, locate
 
     if data_dir or os.environ.get(ENV_DATA_DIR):
         locate(dataset, data_dir, download=False)  # a DataError names the folder and the files
@@ -124,7 +124,7 @@ def build(args, arch: str):
 
 
 def run(args) -> int:
-    from ..config import ConfigError
+    from ...config import ConfigError
 
     if args.final_seeds < 0:
         raise ConfigError(f"--final-seeds {args.final_seeds} must be >= 0")
@@ -146,10 +146,10 @@ def run(args) -> int:
         return 0
 
     from .console import final_message
-    from .results import read_rows
+    from ..outputs.results import read_rows
 
     from .options import sweep_name
-    from .stopping import exit_code, set_resume_command, signalled
+    from ..execution.signals import exit_code, set_resume_command, signalled
 
     failed = 0
     for spec, opts in plans:
@@ -158,7 +158,7 @@ def run(args) -> int:
             summary = run_sweep(spec, opts)
         except (KeyboardInterrupt, Exception) as e:
             # Ctrl-C outside Tune's runs (before the first trial, at the ensemble), or any error
-            # after a signal (Ray's processes may have had it too: see stopping.py)
+            # after a signal (Ray's processes may have had it too: see execution/signals.py)
             if not (isinstance(e, KeyboardInterrupt) or signalled()):
                 raise
             if not isinstance(e, KeyboardInterrupt):

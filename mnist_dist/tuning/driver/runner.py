@@ -14,17 +14,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import layout
-from ..config import ConfigError
-from ..layout import save_json
-from .execution import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
+from ... import layout
+from ...config import ConfigError
+from ...layout import save_json
+from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
-from .ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
-from .snapshot import repair
+from ..execution.ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
+from ..execution.snapshot import repair
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
-from .stopping import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
-from .storage import open_storage, seal, write_ahead
+from ..execution.signals import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
+from ..execution.storage import open_storage, seal, write_ahead
 
 class SweepLock:
     """Holds a sweep folder for the life of one driver: an OS lock on `.lock` inside it,
@@ -75,7 +75,7 @@ def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> tuple[Path, SweepLock]:
 def make_searcher(spec: SweepSpec, storage, name: str):
     import optuna
 
-    from .searcher import BudgetAwareOptunaSearch
+    from ..execution.searcher import BudgetAwareOptunaSearch
 
     return BudgetAwareOptunaSearch(
         space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
@@ -87,7 +87,7 @@ def make_searcher(spec: SweepSpec, storage, name: str):
 def make_scheduler(spec: SweepSpec, sweep_dir: Path):
     from ray.tune.schedulers import FIFOScheduler
 
-    from .scheduler import ResumableASHA
+    from ..execution.scheduler import ResumableASHA
 
     if spec.scheduler.type == "none":
         return FIFOScheduler()
@@ -104,7 +104,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
 
     from .console import SweepProgress
     from .estimate import epochs_expected
-    from .events import EventLog
+    from ..outputs.events import EventLog
 
     name, trials = sweep_name(spec, opts), spec.trials
     trainable = make_trainable(opts, sweep_dir, base)
@@ -140,13 +140,13 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
 
 
 def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
-    from .final import run_final_seeds
-    from .results import collect
+    from ..outputs.final import run_final_seeds
+    from ..outputs.results import collect
 
     base = base_config(spec, opts)  # what every trial shares, computed once
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
-    stop_on_sigterm()  # as Ctrl-C: see stopping.py
+    stop_on_sigterm()  # as Ctrl-C: see execution/signals.py
     with held_while_ray_starts():
         ray = init_ray(opts)
     # Timed while Ray's trial processes import torch: they run at nice 15 and take only the
@@ -174,8 +174,8 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         seal(sweep_dir, storage)
     summary = collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
     if "best_trial" in summary and not summary.get("interrupted"):
-        from .ensemble import build_ensemble
-        from .results import read_rows
+        from ..outputs.ensemble import build_ensemble
+        from ..outputs.results import read_rows
 
         try:
             ensemble = build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary)

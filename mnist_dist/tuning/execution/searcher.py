@@ -15,8 +15,8 @@ import logging
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from .. import layout
-from ..layout import ended_status
+from ... import layout
+from ...layout import ended_status
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ import shutil
 import statistics
 from pathlib import Path
 
-from .. import layout
-from ..evaluation import beats_over_seeds
-from ..layout import write_csv
-from .execution import make_trainable, reuses_processes, trial_checkpoints
-from .estimate import epochs_expected
+from ... import layout
+from ...evaluation import beats_over_seeds
+from ...layout import write_csv
+from ..execution.plan import make_trainable, reuses_processes, trial_checkpoints
+from ..driver.estimate import epochs_expected
 from .events import EventLog
 from .results import evaluate_model, fetch_model, mark_interrupted, trial_row
-from .spec import baseline_point
-from .stopping import fit
+from ..driver.spec import baseline_point
+from ..execution.signals import fit
 
 BEST, BASELINE = "best", "baseline"
 
@@ -58,7 +58,7 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from .console import SweepProgress
+    from ..driver.console import SweepProgress
 
     if "best_config" not in summary:
         return {"error": "no best config to retrain"}

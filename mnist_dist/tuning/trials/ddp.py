@@ -13,9 +13,9 @@ from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..config import TrainConfig
-from ..training.loop import train_func_per_worker
-from .options import Scaling
+from ...config import TrainConfig
+from ...training.loop import train_func_per_worker
+from ..driver.options import Scaling
 
 
 def finished_run(path: str) -> dict | None:

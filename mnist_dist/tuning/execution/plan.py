@@ -6,9 +6,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-from .. import layout
-from ..config import ConfigError
-from .options import Scaling
+from ... import layout
+from ...config import ConfigError
+from ..driver.options import Scaling
 
 # --gpus-per-worker auto on a GPU: single-worker trials of these small models are bound by
 # kernel launches, so several share a GPU at almost no cost to each. On an H200, 4 lenet5
@@ -66,7 +66,7 @@ def make_trainable(opts, sweep_dir: Path, base: dict):
     from ray import tune
 
     if reuses_processes(opts.scaling):
-        from .trainable import EpochTrainable
+        from ..trials.reused import EpochTrainable
 
         trainable = tune.with_parameters(EpochTrainable, base=base, events=str(sweep_dir / layout.EVENTS))
         resources = {"cpu": opts.scaling.cpus_per_worker, "gpu": opts.scaling.gpus_per_worker}
@@ -75,7 +75,7 @@ def make_trainable(opts, sweep_dir: Path, base: dict):
         # in ps and the dashboard, not the wrapper's `ResourceTrainable`
         trainable.__qualname__ = EpochTrainable.__name__
         return trainable
-    from .trial import run_trial  # Ray Train: imported only for DDP trials (over a second)
+    from ..trials.ddp import run_trial  # Ray Train: imported only for DDP trials (over a second)
 
     fn = tune.with_parameters(run_trial, base=base, scaling=opts.scaling, storage=str(sweep_dir / layout.TRAIN))
     # The trial itself only waits on its TorchTrainer; its Train workers ask for the CPUs/GPUs.

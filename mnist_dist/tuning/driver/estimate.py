@@ -19,8 +19,8 @@ import math
 import time
 from functools import partial  # picklable, as Tune pickles the progress display with the sweep
 
-from ..config import TrainConfig
-from ..progress import format_seconds
+from ...config import TrainConfig
+from ...progress import format_seconds
 
 STEPS = 3  # timed steps at least, after one untimed warm-up step
 MIN_TIMED_S = 0.3  # and more steps until this long (small models), at most MAX_STEPS
@@ -53,9 +53,9 @@ def seconds_per_image(cfg: TrainConfig, batch_size: int, device: str, threads: i
 def _time_steps(cfg: TrainConfig, batch: int, device, augment: tuple[str, ...] = ("off",)) -> float:
     import torch
 
-    from ..data import prepare_batch
-    from ..models import create_model, get_entry
-    from ..training.loop import make_optimizer
+    from ...data import prepare_batch
+    from ...models import create_model, get_entry
+    from ...training.loop import make_optimizer
 
     entry = get_entry(cfg.arch)
     model = create_model(cfg.arch, 10, cfg.dropout).to(device)
@@ -95,7 +95,7 @@ def augment_levels(spec, baseline: str) -> tuple[str, ...]:
     """The augmentation levels the sweep's trials train with: the space's choice, else the
     baseline's (a level costs per image whatever the model: on a CPU light augmentation
     doubled an MLP's epoch and added 3% to cnn_regularized's)."""
-    from ..data.transforms import augment_level
+    from ...data.transforms import augment_level
 
     d = spec.space.get("augment") or {}
     return tuple(dict.fromkeys(augment_level(a) for a in d["choice"])) if "choice" in d else (augment_level(baseline),)

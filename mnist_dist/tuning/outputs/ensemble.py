@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import layout
-from ..evaluation import discordant, eval_device, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
-from ..models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
+from ... import layout
+from ...evaluation import discordant, eval_device, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
+from ...models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
 from .results import fetch_model, ranked, sweep_data
 
 MAX_MEMBERS = 5
@@ -27,8 +27,8 @@ def member_probabilities(paths: list[Path], data, base: dict) -> tuple[list[torc
     labels: computed once per model, on the GPU when there is one, one model there at a time.
     Every k averages the first k of them (recomputing them per k evaluated alexnet's 6,000
     validation images 15 times on the CPU: more than the 300 s left of an H200 run)."""
-    from ..config import TrainConfig
-    from ..training.loop import train_val_indices
+    from ...config import TrainConfig
+    from ...training.loop import train_val_indices
 
     _, val_idx = train_val_indices(TrainConfig.from_dict(base), len(data.train_x))
     x, y = data.train_x[val_idx], data.train_y[val_idx]

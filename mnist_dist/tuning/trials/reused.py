@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from .. import layout
-from ..config import TrainConfig
-from ..training.loop import EpochRun, Trainer, cached_data
-from ..training.reporting import read_checkpoint, write_checkpoint
-from .events import completed_trials
+from ... import layout
+from ...config import TrainConfig
+from ...training.loop import EpochRun, Trainer, cached_data
+from ...training.reporting import read_checkpoint, write_checkpoint
+from ..outputs.events import completed_trials
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
     """The latest checkpoint folder a trial wrote (Tune keeps one, briefly two)."""

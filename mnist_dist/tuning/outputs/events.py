@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from ..layout import ended_status
+from ...layout import ended_status
 
 
 class EventLog(Callback):

@@ -20,7 +20,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .. import layout
+from ... import layout
 
 DEFAULT_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL")  # NORMAL: durable in WAL mode but for power loss
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "9p")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 
-from ..layout import atomic_write
+from ...layout import atomic_write
 
 
 class ResumableASHA(ASHAScheduler):

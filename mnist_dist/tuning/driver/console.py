@@ -16,9 +16,9 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from ..progress import Progress, format_seconds, is_terminal
-from .. import layout
-from ..layout import LABELS, ended_status
+from ...progress import Progress, format_seconds, is_terminal
+from ... import layout
+from ...layout import LABELS, ended_status
 
 
 

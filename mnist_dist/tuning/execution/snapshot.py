@@ -14,7 +14,7 @@ import pickletools
 import shutil
 from pathlib import Path
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 

@@ -6,12 +6,12 @@ import shutil
 import statistics
 from pathlib import Path
 
-from .. import layout
-from ..layout import save_json, write_csv
-from ..evaluation import evaluate_checkpoint, save_evaluation
-from .options import data_label
+from ... import layout
+from ...layout import save_json, write_csv
+from ...evaluation import evaluate_checkpoint, save_evaluation
+from ..driver.options import data_label
 from .events import completed_trials, ended_trials, read_events, trial_wall_times
-from ..layout import ended_status
+from ...layout import ended_status
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
                    "train_seconds", "images_per_sec", "world_size", "node_ids", "best_val_acc", "status")
@@ -40,7 +40,7 @@ def checkpoint_history(result):
     files a hard-killed driver never wrote (a reused trial process's checkpoint holds them)."""
     import pandas as pd
 
-    from ..training.reporting import read_checkpoint
+    from ...training.reporting import read_checkpoint
 
     folder = Path(checkpoint_path(result) or "")
     if not (folder / layout.RESUME).is_file():
@@ -133,8 +133,8 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
 
 def sweep_data(base: dict):
     """The data the sweep's trials trained on (loaded once per driver)."""
-    from ..config import TrainConfig
-    from ..training.loop import cached_data
+    from ...config import TrainConfig
+    from ...training.loop import cached_data
 
     return cached_data(TrainConfig.from_dict(base))
 
@@ -153,9 +153,9 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     import pandas as pd
     from ray import tune
 
-    from ..models.checkpoint import load_payload
-    from ..training.reporting import read_checkpoint
-    from .trainable import newest_checkpoint
+    from ...models.checkpoint import load_payload
+    from ...training.reporting import read_checkpoint
+    from ..trials.reused import newest_checkpoint
 
     known = {(r.metrics or {}).get("trial_id") for r in grid}
     found = []
