@@ -95,17 +95,23 @@ def rung_actions(scheduler, results) -> dict:
     return actions
 
 
-def test_asha_ranks_a_schedule_only_against_its_own_kind_and_keeps_that_over_a_resume(tmp_path):
+def test_asha_ranks_a_schedule_only_against_its_own_kind_and_keeps_that_over_a_resume(tmp_path, monkeypatch):
     """At epoch 8 of 30 a one-cycle trial trails the constant-rate ones it will overtake: with
     scheduler.compare_within: lr_schedule it is judged against one-cycle trials only."""
     trials = [(FakeTrial("const1", "constant"), 0.990), (FakeTrial("const2", "constant"), 0.985),
               (FakeTrial("cycle1", "onecycle"), 0.975), (FakeTrial("cycle2", "onecycle"), 0.970)]
-    plain = rung_actions(asha(tmp_path / "plain.pkl"), trials)
+    plain = rung_actions(asha(tmp_path / "plain.json"), trials)
     assert plain == {"const1": "CONTINUE", "const2": "STOP", "cycle1": "STOP", "cycle2": "STOP"}
-    grouped = rung_actions(asha(tmp_path / "grouped.pkl", "lr_schedule"), trials)
+    grouped = rung_actions(asha(tmp_path / "grouped.json", "lr_schedule"), trials)
     assert grouped == {"const1": "CONTINUE", "const2": "STOP", "cycle1": "CONTINUE", "cycle2": "STOP"}
-    # a resumed sweep's new scheduler reads the rungs of each kind back
-    resumed = rung_actions(asha(tmp_path / "grouped.pkl", "lr_schedule"),
+    # a new sweep never reads a state file; a resumed sweep's scheduler reads the rungs of each kind back
+    (tmp_path / "fresh.json").write_bytes((tmp_path / "grouped.json").read_bytes())
+    fresh = asha(tmp_path / "fresh.json", "lr_schedule")
+    assert rung_actions(fresh, [(FakeTrial("cycle3", "onecycle"), 0.972)]) == {"cycle3": "CONTINUE"}
+    from mnist_dist.tuning.execution.scheduler import ResumableASHA
+
+    monkeypatch.setattr(ResumableASHA, "resuming", True)
+    resumed = rung_actions(asha(tmp_path / "grouped.json", "lr_schedule"),
                            [(FakeTrial("cycle3", "onecycle"), 0.972), (FakeTrial("cycle4", "onecycle"), 0.980),
                             (FakeTrial("const3", "constant"), 0.980)])
     assert resumed == {"cycle3": "STOP", "cycle4": "CONTINUE", "const3": "STOP"}
@@ -116,7 +122,7 @@ def test_a_sweep_started_before_compare_within_resumes(tmp_path):
     written before compare_within existed has neither it nor the kinds' rungs."""
     import pickle
 
-    old = asha(tmp_path / "old.pkl")
+    old = asha(tmp_path / "old.json")
     for name in ("compare_within", "_groups", "_empty"):
         del old.__dict__[name]
     restored = pickle.loads(pickle.dumps(old))
