@@ -1,6 +1,6 @@
 """What one epoch's checkpoint costs a trial: bytes and seconds to write it, as the sweep
-writes it (`write_checkpoint`: the best weights only in model.pt) against the earlier
-layout (a self-contained resume.pt that held them as well), alternately.
+writes it (`write_checkpoint`: the best weights only in model.pt) against a self-contained
+resume.pt that holds them as well, alternately.
 
     python benchmarks/checkpoint_write.py [--arch alexnet] [--repeats 3]
 

@@ -38,7 +38,7 @@ done
 step "4. sharing one GPU"
 timeout $(limit 100) python3 benchmarks/gpu_share.py --procs 1 2 4 8 --arch lenet5 --seconds 6 --out "$out/share.json" 2>&1 | tee -a "$log"
 
-step "issue 10. sweeps with 1 and 4 trials sharing the GPU (needs Ray and Optuna)"
+step "sweeps with 1 and 4 trials sharing the GPU (needs Ray and Optuna)"
 if python3 -c "import ray, optuna" 2>/dev/null; then
   timeout $(limit 240) python3 benchmarks/gpu_sweeps.py --epochs 2 --trials 8 --out "$out/sweeps.jsonl" 2>&1 | tee -a "$log"
 else

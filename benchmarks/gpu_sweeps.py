@@ -1,5 +1,5 @@
 """Sweeps on one GPU with 1 and 4 trials sharing it: wall time, per-trial overhead, epoch
-times (issue 10's GPU measurement).
+times.
 
     python benchmarks/gpu_sweeps.py [--arch lenet5 cnn_bn] [--shares 1 0.25] [--trials 8]
         [--epochs 4] [--out FILE.json]

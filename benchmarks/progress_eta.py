@@ -1,6 +1,6 @@
 """Replay a finished sweep's progress: at points of its search, the time left that the
-display says now (epochs expected under ASHA, at the rate seen) and said before (tqdm's,
-from the count of finished trials), against the time that was in fact left.
+display says (epochs expected under ASHA, at the rate seen) and what the count of finished
+trials would say (tqdm's), against the time that was in fact left.
 
     python benchmarks/progress_eta.py results/NAME [--at 0.05 0.2 0.4 0.6 0.9]
 

@@ -11,7 +11,7 @@
 #   mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site DIR/whl/*.whl \
 #     && tar -xJf DIR/ray.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PWD
 # The wheels assume the machine already has what Ray's core needs (aiohttp, grpcio, numpy,
-# pandas, pyarrow, protobuf, ...); see docs/performance.md, "Sweeps on the H200".
+# pandas, pyarrow, protobuf, ...); see docs/performance.md, "How the GPU runs were made".
 set -euo pipefail
 out=$(realpath -m "${1:?usage: pack_ray.sh DIR [PYTHON_VERSION]}")  # the packing below runs elsewhere
 py=${2:-3.12}

@@ -32,7 +32,7 @@ unpack=$!
 
 [ "${TRAIN_STEP:-1}" = 0 ] || step "training loop vs plain loop vs DataLoader (Ray unpacking meanwhile)"
 for bs in $([ "${TRAIN_STEP:-1}" = 0 ] || echo 128 32); do
-  # 30,000 images and 5 runs: with 20,000 images and 3 runs (eighth session) one
+  # 30,000 images and 5 runs: with 20,000 images and 3 runs (H200, 2026-11-26) one
   # loop's runs spread by 10-19%, more than the gap being measured
   PYTHONPATH=$PWD timeout 60 python3 benchmarks/train_step.py --arch lenet5 --batch-size $bs --images 30000 \
     --repeats 5 --loader-workers 4 2>&1 | tee -a "$log"
