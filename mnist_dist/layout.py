@@ -127,3 +127,53 @@ def write_csv(rows: list[dict], path: str | Path, columns: list[str] | None = No
         w.writeheader()
         w.writerows(rows)
     return atomic_write(path, write)
+
+
+# --- names and paths given on the command line ----------------------------------------------
+
+NAME_RULE = "a plain folder name: not empty, no '/' or '\\', not starting with '.', no control characters"
+MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems take
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """`name` as a run or sweep folder name inside the results folder, or a ConfigError
+    naming it: a path ('../x', 'a/b') would write outside it, a leading '.' hides the folder
+    from the report, and a control character breaks every line that prints it."""
+    import unicodedata
+
+    from .config import ConfigError
+
+    bad = (not name or name.startswith(".") or "/" in name or "\\" in name
+           or any(unicodedata.category(c).startswith("C") for c in name)
+           or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES)
+    if bad:
+        shown = ascii(name if len(name) <= 60 else name[:60] + "...")
+        raise ConfigError(f"{flag} {shown} is not {NAME_RULE}, and at most {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def check_results_dir(path: str | Path, flag: str = "--results-dir") -> Path:
+    """A results folder that exists as something else (a file) fails here, before anything
+    is created, instead of as a traceback once the run folder is made."""
+    from .config import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {ascii(str(path))} is a file, not a folder; name a folder (it is created if missing)")
+    return path
+
+
+def open_no_follow(path: str | Path, mode: str = "a"):
+    """A lock or log file opened for appending ('a') or reading and writing ('r+', created if
+    missing), never through a symbolic link: a link planted at `path` would otherwise have its
+    target (anything the user can write) truncated or appended to. Mode 0666 less the umask."""
+    from .config import ConfigError
+
+    flags = {"a": os.O_WRONLY | os.O_APPEND, "r+": os.O_RDWR}[mode]
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if os.path.islink(path):  # ELOOP on Linux, EMLINK on some BSDs
+            raise ConfigError(f"{path} is a symbolic link; refusing to write through it (remove it)") from None
+        raise
+    return os.fdopen(fd, mode)

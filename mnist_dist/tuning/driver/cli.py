@@ -128,6 +128,9 @@ def run(args) -> int:
 
     if args.final_seeds < 0:
         raise ConfigError(f"--final-seeds {args.final_seeds} must be >= 0")
+    if args.name is not None:
+        layout.check_name(args.name)
+    layout.check_results_dir(args.results_dir)
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts

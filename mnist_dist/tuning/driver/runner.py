@@ -17,6 +17,7 @@ from pathlib import Path
 from ... import layout
 from ...config import ConfigError
 from ...layout import save_json
+from .. import internals
 from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
@@ -37,7 +38,7 @@ class SweepLock:
         import socket
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(sweep_dir / ".lock", "a+")
+        self.file = layout.open_no_follow(sweep_dir / layout.LOCK, "r+")  # a planted symlink is refused
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -56,20 +57,27 @@ class SweepLock:
 
 
 def prepare_dir(spec: SweepSpec, opts: SweepOptions) -> tuple[Path, SweepLock]:
-    """Claim the sweep's folder, then check it holds what the options say."""
+    """Check the sweep's folder holds what the options say, claim it, then check again
+    under the lock (another driver may have started a sweep there meanwhile). The first
+    check comes before the folder is made: a failed one leaves nothing behind."""
     sweep_dir = (Path(opts.results_dir) / sweep_name(spec, opts)).resolve()
+    check_dir(sweep_dir, opts)
     lock = SweepLock(sweep_dir)
-    tune_dir = sweep_dir / "tune"
     try:
-        if opts.resume and not tune_dir.exists():
-            raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume")
-        if not opts.resume and tune_dir.exists():
-            raise ConfigError(f"{sweep_dir} already holds a sweep; pass --resume to continue it, "
-                              "or --name to start a new one")
+        check_dir(sweep_dir, opts)
     except ConfigError:
         lock.release()
         raise
     return sweep_dir, lock
+
+
+def check_dir(sweep_dir: Path, opts: SweepOptions) -> None:
+    tune_dir = sweep_dir / layout.TUNE
+    if opts.resume and not tune_dir.exists():
+        raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume")
+    if not opts.resume and tune_dir.exists():
+        raise ConfigError(f"{sweep_dir} already holds a sweep; pass --resume to continue it, "
+                          "or --name to start a new one")
 
 
 def make_searcher(spec: SweepSpec, storage, name: str):
@@ -91,7 +99,7 @@ def make_scheduler(spec: SweepSpec, sweep_dir: Path):
 
     if spec.scheduler.type == "none":
         return FIFOScheduler()
-    return ResumableASHA(sweep_dir / "asha-state.pkl", compare_within=spec.scheduler.compare_within,
+    return ResumableASHA(sweep_dir / layout.ASHA_STATE, compare_within=spec.scheduler.compare_within,
                          time_attr="training_iteration",
                          metric=spec.metric, mode=spec.mode,
                          max_t=max_epochs(spec), grace_period=spec.scheduler.grace_period,
@@ -111,6 +119,9 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
     callbacks = [EventLog(sweep_dir / layout.EVENTS)]
     if opts.verbose and not opts.ray_logs:
         callbacks.append(SweepProgress(trials, spec.metric, spec.mode, epochs_left=epochs_expected(spec)))
+    from ..execution.scheduler import ResumableASHA
+
+    ResumableASHA.resuming = opts.resume  # the restored scheduler reads its saved rungs back
     if opts.resume:
         return tune.Tuner.restore(str(sweep_dir / layout.TUNE), trainable=trainable, resume_errored=True)
     return tune.Tuner(
@@ -146,6 +157,7 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     base = base_config(spec, opts)  # what every trial shares, computed once
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
+    internals.check()  # each private part of Ray and Optuna still there, or its feature off
     stop_on_sigterm()  # as Ctrl-C: see execution/signals.py
     with held_while_ray_starts():
         ray = init_ray(opts)

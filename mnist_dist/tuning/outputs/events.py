@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from ...layout import ended_status
+from ...layout import ended_status, open_no_follow
 
 
 class EventLog(Callback):
@@ -30,7 +30,7 @@ class EventLog(Callback):
         row = {"time": time.time(), "event": event, "trial_id": trial.trial_id,
                "status": status, "epoch": last.get("epoch"),
                "best_val_acc": last.get("best_val_acc"), **extra}
-        with open(self.path, "a") as f:  # one short line: appends don't interleave
+        with open_no_follow(self.path, "a") as f:  # one short line: appends don't interleave
             f.write(json.dumps(row) + "\n")
 
     def on_trial_start(self, iteration, trials, trial, **info):
