@@ -304,7 +304,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "plateau": self.plateau.state_dict() if self.plateau else None,
                 "schedule": self.schedule.state_dict() if self.schedule else None,
-                "scaler": self.scaler.state_dict()}
+                "scaler": self.scaler.state_dict(), "rng": self.rng_state()}
 
     def load_resume_state(self, s: dict) -> None:
         self.model.load_state_dict(s["model"])
@@ -315,6 +315,26 @@ class Trainer:
             self.schedule.load_state_dict(s["schedule"])
         if s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
+        if s.get("rng"):  # checkpoints written before the random state was kept have none
+            self.load_rng_state(s["rng"])
+
+    def rng_state(self) -> dict:
+        """The random state the next epoch draws from: dropout's (torch's global generators)
+        and the augmentation noise's. The epoch's shuffle needs none: it is seeded per epoch."""
+        state = {"device": self.device.type, "torch": torch.get_rng_state(), "augment": self.gen.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_rng_state(self, state: dict) -> None:
+        """Back to `rng_state()`'s state, where it fits: on the same kind of device, and in a
+        single-worker run (a checkpoint holds rank 0's state; DDP ranks draw noise apart)."""
+        if state.get("device") != self.device.type or self.world_size > 1:
+            return
+        torch.set_rng_state(state["torch"])
+        self.gen.set_state(state["augment"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
 
 def monitored(metrics: dict, key: str) -> float:

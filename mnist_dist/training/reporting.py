@@ -6,6 +6,7 @@ the end, while a Ray run persists one per epoch for failure recovery.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -63,6 +64,50 @@ class LocalReporter(Reporter):
     @property
     def last_checkpoint(self) -> dict:
         return self._make()
+
+
+def write_history(history: list[dict], folder: Path) -> None:
+    """history.json and history.csv: one entry per finished epoch."""
+    layout.save_json(history, folder / layout.HISTORY_JSON)
+    if history:
+        layout.write_csv(history, folder / layout.HISTORY_CSV)
+
+
+class FolderReporter(LocalReporter):
+    """A local run's epochs, kept in its folder as they end: the checkpoint (resume.pt, and
+    the best model so far in model.pt) and the history so far. An interrupted run keeps its
+    finished epochs, and `resume=True` continues after the last one. `hold` is a context
+    manager under which the epoch's files are written (the CLI's holds off Ctrl-C there, so a
+    signal never leaves resume.pt of one epoch beside model.pt of another)."""
+
+    def __init__(self, folder: str | Path, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+                 hold: Callable = contextlib.nullcontext):
+        super().__init__(on_epoch)
+        self.folder, self.resume, self.hold = Path(folder), resume, hold
+        self.restored_epoch = 0  # the epoch the run continued after (0: from the start)
+        self.saved_epoch = 0  # the last epoch whose files are in the folder
+        self.on_restore: Callable[[int], None] | None = None
+
+    def restore(self) -> dict | None:
+        if not (self.resume and (self.folder / layout.RESUME).is_file()):
+            return None  # a run stopped before its first epoch ended starts from the start
+        saved = read_checkpoint(self.folder)
+        self.restored_epoch = self.saved_epoch = saved["state"]["epoch"]
+        if self.on_restore:
+            self.on_restore(self.restored_epoch)
+        return saved
+
+    def report(self, metrics, make_checkpoint):
+        with self.hold():
+            ckpt = make_checkpoint()
+            write_checkpoint(ckpt, self.folder)
+            write_history(ckpt["resume"]["state"]["history"], self.folder)  # every epoch, restored ones too
+            self.saved_epoch = metrics["epoch"]
+        super().report(metrics, make_checkpoint)
+
+    def finished(self) -> None:
+        """The run's results are written: what it would resume from is no longer needed."""
+        (self.folder / layout.RESUME).unlink(missing_ok=True)
 
 
 class RayReporter(Reporter):
