@@ -9,7 +9,7 @@ Free of torch and Ray, so anything can read results with it.
         model.pt  evaluation.json  predictions.npz
     results/NAME/                    a sweep (`python sweeps/run.py ARCH`)
         config.json  config.yaml  summary.json  trials.csv  events.jsonl  optuna.db
-        histories/TRIAL.csv  best/  final/  tune/  train/  asha-state.pkl  .lock
+        histories/TRIAL.csv  best/  final/  tune/  train/  asha-state.json  .lock
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ PREDICTIONS = "predictions.npz"  # test-set probabilities
 TRIALS_CSV = "trials.csv"  # a sweep: one row per trial
 EVENTS = "events.jsonl"  # a sweep: one line per trial start/retry/end
 OPTUNA_DB = "optuna.db"  # a sweep's Optuna study
-ASHA_STATE = "asha-state.pkl"  # ASHA's rungs, for --resume
+ASHA_STATE = "asha-state.json"  # ASHA's rungs, read back only by --resume
 LOCK = ".lock"  # held by the sweep's driver while it runs
 
 # --- folders inside a sweep -------------------------------------------------------------

@@ -37,9 +37,9 @@ SWEEP_TIMEOUT = 600
 def node_ip() -> str:
     """The address Ray gives a node on this host (it replaces a loopback --node-ip-address
     by this, so the nodes are on the host's address, not 127.0.0.1)."""
-    from ray._private.services import get_node_ip_address
+    import ray.util
 
-    return get_node_ip_address()
+    return ray.util.get_node_ip_address()
 
 
 

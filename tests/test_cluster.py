@@ -191,9 +191,9 @@ from mnist_dist.tuning.execution.ray_setup import init_ray
 @ray.remote(num_cpus=0)
 class Probe:  # asks what Ray Train's placement-group cleaner asks, from inside the cluster
     def controller_alive(self):
-        from ray.train.v2._internal.state.util import is_actor_alive
+        from tests.ray_private import actor_alive
         try:
-            return repr(is_actor_alive(ray.get_runtime_context().get_actor_id(), timeout=30))
+            return repr(actor_alive(ray.get_runtime_context().get_actor_id(), timeout=30))
         except Exception as e:
             return repr(e)
 
@@ -213,6 +213,7 @@ def test_embedded_ray_finds_its_own_state_api_beside_another_ray(two_nodes):
     and the workers of ASHA-stopped trials are never released. The sweep's embedded Ray
     tells its processes where its State API is."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "RAY_API"))}
+    env["PYTHONPATH"] = str(REPO)  # the probe actor imports tests.ray_private in Ray's workers
 
     def probe(mode: str) -> str:
         out = subprocess.run([sys.executable, "-c", STATE_PROBE, mode], cwd=REPO, env=env, text=True,

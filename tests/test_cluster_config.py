@@ -11,11 +11,10 @@ from .conftest import REPO
 def test_cluster_yaml_passes_rays_own_validation():
     """`ray up` runs prepare_config (merge with the AWS defaults) then validate_config (Ray's
     JSON schema and its cross-field checks) before it touches AWS; so do we, offline."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from .ray_private import validate_cluster_config
 
     raw = yaml.safe_load((REPO / "cluster.yaml").read_text())
-    config = prepare_config(raw)
-    validate_config(config)
+    config = validate_cluster_config(raw)
     assert config["provider"]["type"] == "aws"
     head, workers = config["head_node_type"], config["available_node_types"]
     assert workers[head]["resources"] == {"CPU": 0}  # the head trains nothing

@@ -18,7 +18,8 @@ import sys, ray
 from mnist_dist.tuning.driver.options import Scaling, SweepOptions
 from mnist_dist.tuning.execution.ray_setup import init_ray
 init_ray(SweepOptions(scaling=Scaling(workers=int(sys.argv[1]))))
-print(ray._private.worker._global_node.webui_url, flush=True)
+from tests.ray_private import dashboard_url
+print(dashboard_url(), flush=True)
 sys.stdin.readline()
 ray.shutdown()
 """

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mnist_dist.config import ConfigError
-from mnist_dist.tuning.execution.snapshot import SNAPSHOT_FILES, repair, whole
+from mnist_dist.tuning.execution.snapshot import repair, whole
+from mnist_dist.tuning.internals import SNAPSHOT_FILES
 
 from .conftest import RUN
 

@@ -20,13 +20,14 @@ import torch
 import pytest
 import yaml
 
+from mnist_dist.tuning import internals
 from mnist_dist.tuning.driver.runner import run_sweep
 from mnist_dist.tuning.driver.spec import baseline_point, load_spec
 from mnist_dist.models.checkpoint import load_model
 from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
 
-from .conftest import RUN, smoke_options
+from .conftest import REPO, RUN, smoke_options
 from .procs import cmdline, kill_session, session_pids
 
 
@@ -232,7 +233,7 @@ def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(t
         searcher.on_trial_result("t1", {"best_val_acc": 0.9 + epoch / 100, "training_iteration": epoch})
     assert len(asked) == 1
     del storage.get_trial  # the class's own again (the searcher's snapshot pickles its storage)
-    ot_trial = searcher._ot_trials["t1"]
+    ot_trial = internals.searcher_trials(searcher)["t1"]
     assert study_values(storage) == {1: 0.91, 2: 0.92, 3: 0.93}
     searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken while t1 runs
     # the driver then ended t1 and was killed before the next snapshot
@@ -241,13 +242,13 @@ def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(t
     resumed.restore(str(tmp_path / "searcher.pkl"))
     resumed.on_trial_result("t1", {"best_val_acc": 0.5, "training_iteration": 4})  # the replayed trial
     resumed.on_trial_complete("t1", {"best_val_acc": 0.5, "training_iteration": 4, "status": "completed"})
-    trial = resumed._ot_study.get_trials()[ot_trial.number]
+    trial = internals.searcher_study(resumed).get_trials()[ot_trial.number]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.93
     assert trial.intermediate_values == {1: 0.91, 2: 0.92, 3: 0.93}
 
 
 def study_values(storage) -> dict:
-    return storage.get_all_trials(storage.get_all_studies()[0]._study_id)[0].intermediate_values
+    return storage.get_all_trials(storage.get_study_id_from_name("s"))[0].intermediate_values
 
 
 def write_spec(path: Path, **spec) -> Path:
@@ -446,9 +447,9 @@ def test_sigterm_while_ray_starts_stops_the_sweep_once_ray_has(tmp_path, data_di
 def test_ray_start_handlers_are_kept_aside_and_a_held_signal_acts_after_it():
     """While Ray starts, the handlers it sets for SIGTERM are kept aside (ours stays in
     place) and come back after the sweep; a SIGTERM meanwhile waits, then becomes Ctrl-C."""
-    from ray._private import utils
-
     from mnist_dist.tuning.execution import signals
+
+    from .ray_private import set_sigterm_handler
 
     def rays(signum, frame):  # stands for the handler ray.init sets
         raise AssertionError("Ray's handler ran during its start")
@@ -458,7 +459,7 @@ def test_ray_start_handlers_are_kept_aside_and_a_held_signal_acts_after_it():
         signals.stop_on_sigterm()
         with pytest.raises(KeyboardInterrupt):
             with signals.held_while_ray_starts():
-                utils.set_sigterm_handler(rays)
+                set_sigterm_handler(rays)
                 assert signal.getsignal(signal.SIGTERM) is signals._as_ctrl_c
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.1)  # delivered here, and only noted
@@ -478,12 +479,13 @@ def test_the_watchdog_sees_a_ray_process_end():
     ended; and the embedded Ray's processes are out of the driver's process group."""
     code = """
 import os, signal, time, ray
+from mnist_dist.tuning import internals
 from mnist_dist.tuning.execution import ray_setup, signals
 ray_setup.start_local_ray(num_cpus=1, dashboard=False, preload=False)
-started = ray._private.worker._global_node.all_processes
+started = internals.ray_processes_by_kind()
 before = signals._ray_processes_ended()
-apart = all(os.getpgid(p.process.pid) != os.getpgrp() for infos in started.values() for p in infos)
-monitor = started["log_monitor"][0].process
+apart = all(os.getpgid(p.pid) != os.getpgrp() for processes in started.values() for p in processes)
+monitor = started["log_monitor"][0]
 os.kill(monitor.pid, signal.SIGTERM)
 monitor.wait(timeout=30)
 after = signals._ray_processes_ended()
@@ -638,10 +640,11 @@ def test_trials_start_in_workers_ray_started_ahead_with_torch_imported():
     of its own, which kept it off those workers; the actor here is made the way Tune makes it."""
     code = """
 import os, sys, time, ray
-from ray.tune.execution.class_cache import _ActorClassCache
+from mnist_dist.tuning import internals
 from mnist_dist.tuning.execution import ray_setup
+from tests.ray_private import tune_actor_class
 ray_setup.start_local_ray(num_cpus=2, dashboard=False)  # as a sweep of single-worker trials starts it
-raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+raylet = internals.ray_processes_by_kind()["raylet"][0].pid
 def workers():  # the raylet's idle Python workers now
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -667,15 +670,15 @@ class Probe:
         return (os.getpid(), "mnist_dist.tuning.trials.reused" in sys.modules, "torch._dynamo" in sys.modules,
                 torch.get_num_threads(), {k: os.environ.get(k) for k in env})
 env = ray_setup.runtime_env()["env_vars"]  # what the sweep's workers must see, now by inheritance
-pid, trial_module, dynamo, threads, seen = ray.get(_ActorClassCache().get(Probe).options(num_cpus=1).remote().look.remote())
+pid, trial_module, dynamo, threads, seen = ray.get(tune_actor_class(Probe).options(num_cpus=1).remote().look.remote())
 assert seen == env and env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600", (seen, env)
-head = ray._private.worker._global_node.all_processes["dashboard"][0].process.pid
+head = internals.ray_processes_by_kind()["dashboard"][0].pid
 dashboard = "--disable-frontend" not in open(f"/proc/{head}/cmdline").read()  # Ray keeps a bare head
 ray_setup.stop_ray()
 print(len(ahead), ready == ahead, waited < 5, pid in ahead, trial_module, dynamo, threads, dashboard,
       os.path.exists(folder))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-9:] == ["2", "True", "True", "True", "True", "True", "1", "False", "False"]
 

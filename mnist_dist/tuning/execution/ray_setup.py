@@ -7,11 +7,11 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .. import internals
 from .plan import reuses_processes
 from ..driver.options import SweepOptions
 
@@ -75,45 +75,6 @@ def environment(env: dict):
                 os.environ[k] = v
 
 
-@contextlib.contextmanager
-def own_process_group():
-    """Ray's processes started meanwhile (GCS, raylet and the workers it starts, log monitor,
-    dashboard) go in a process group of their own, as Ray itself does on Windows.
-
-    `timeout` and batch schedulers send SIGTERM to the driver's whole process group. Ray's
-    processes went down with the driver, Tune could not stop cleanly, and Ray's core could
-    end the driver with exit status 1 and no word (seen in a full test run). Out of that
-    group, only the driver gets the signal and stops as on Ctrl-C: the summary, the
-    interrupted trials and the resume command. They still die with the driver however it
-    ends (kernel fate-sharing, PR_SET_PDEATHSIG); without that (not Linux), Ray's reaper
-    needs them in the driver's group, so they stay. Ray has no option for it: the class it
-    starts them with is wrapped for the duration."""
-    import ray
-    from ray._private import services
-
-    if sys.platform == "win32" or not ray._private.utils.detect_fate_sharing_support():
-        yield
-        return
-    found = services.ConsolePopen
-
-    class InOwnGroup(found):
-        def __init__(self, *args, **kwargs):
-            ray_setup = kwargs.get("preexec_fn")  # Ray's: block SIGINT, die with the parent
-
-            def preexec():  # in the child, before exec (Popen's process_group needs 3.11)
-                os.setpgid(0, 0)
-                if ray_setup:
-                    ray_setup()
-
-            super().__init__(*args, **{**kwargs, "preexec_fn": preexec})
-
-    services.ConsolePopen = InOwnGroup
-    try:
-        yield
-    finally:
-        services.ConsolePopen = found
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))  # free on every interface, loopback included
@@ -140,9 +101,10 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
 
     base_env = importable_here(dict(env or runtime_env()["env_vars"]))
     num_cpus = num_cpus or os.cpu_count()
-    _tune_actors_on_prestarted_workers()
+    internals.tune_actors_on_prestarted_workers()
     _forget_ready()
-    if preload:
+    preload_kwargs = internals.preload_config(PRELOAD if preload else [])
+    if preload_kwargs:  # workers that import nothing ahead have nothing to say: no wait for them
         # Ray starts one worker per CPU, but no more than it starts at once: os.cpu_count()
         folder = Path(tempfile.mkdtemp(prefix="mnist-dist-ready-"))
         _ready[:] = [(folder, min(num_cpus, os.cpu_count() or 1))]
@@ -153,11 +115,11 @@ def start_local_ray(num_cpus: int | None = None, env: dict | None = None, log_to
         try:
             # log_to_driver: the workers' output (per-checkpoint lines, a stopped trial's
             # "actor died") stays in Ray's log files instead of the console
-            with environment(env), own_process_group():
+            with environment(env), internals.ray_processes_in_own_group():
                 ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
                          dashboard_host="127.0.0.1", dashboard_port=port if dashboard else None,
                          log_to_driver=log_to_driver,
-                         _system_config={"preload_python_modules": PRELOAD if preload else []},
+                         **preload_kwargs,
                          logging_level=logging.INFO if log_to_driver else logging.ERROR)
             return ray
         except ValueError as e:
@@ -215,18 +177,6 @@ def _forget_ready() -> None:
     _ready.clear()
 
 
-def _tune_actors_on_prestarted_workers() -> None:
-    """Tune gives each trial actor a runtime_env of its own, {"env_vars": {"PL_DISABLE_FORK":
-    "1"}} (a PyTorch Lightning workaround), and Ray runs an actor with a runtime_env only in a
-    worker started for it: never in the ones it started with the cluster. Nothing here uses
-    Lightning; without the variable the actor's runtime_env is empty and a trial gets a
-    prestarted worker (0.07 s instead of 4.2 s to a ready actor, measured on 2 cores).
-    Any other variable Tune passes on (Ray Train's, when set) still gives the old behaviour."""
-    from ray.tune.execution import class_cache
-
-    getattr(class_cache, "DEFAULT_ENV_VARS", {}).pop("PL_DISABLE_FORK", None)
-
-
 def init_ray(opts: SweepOptions):
     import ray
 
@@ -247,11 +197,9 @@ def init_ray(opts: SweepOptions):
     return start_local_ray(env=env, log_to_driver=opts.ray_logs, preload=reused, dashboard=not reused)
 
 
-def sessions_folder() -> Path:
+def sessions_folder() -> Path | None:
     """Ray's temp folder on this machine: every Ray session's folder (session_*) is in it."""
-    import ray
-
-    return Path(ray._private.worker._global_node.get_session_dir_path()).parent
+    return internals.ray_temp_folder()
 
 
 def stop_ray() -> None:
@@ -264,9 +212,5 @@ def stop_ray() -> None:
     _forget_ready()  # a driver stopped before its search began
     if not ray.is_initialized():
         return
-    node = getattr(ray._private.worker, "_global_node", None)
-    try:
-        node.kill_monitor(check_alive=False)
-    except Exception:  # noqa: BLE001 - a private API: if it changed, shut down the usual way
-        pass
+    internals.kill_ray_monitor()
     ray.shutdown()

@@ -16,42 +16,48 @@ epoch 8 of 30, on an H200). Within one schedule kind, early accuracy ranks trial
 from __future__ import annotations
 
 import copy
+import json
 import os
-import pickle
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 
-from ...layout import atomic_write
+from ...layout import write_text
+from .. import internals
+
+STATE_VERSION = 1
 
 
 class ResumableASHA(ASHAScheduler):
+    """ASHA whose rungs are saved as JSON beside the sweep and read back only on `--resume`."""
+
     # `--resume` unpickles the scheduler a sweep started with (Tune's tuner.pkl), without
-    # __init__: one from before compare_within existed lacks these two
-    compare_within: str | None = None
+    # __init__: the runner says through the class that this run is a resume
+    resuming = False
+    compare_within: str | None = None  # absent from a scheduler pickled before it existed
     _groups: dict | None = None
 
     def __init__(self, state_file: str | Path, compare_within: str | None = None, **kw):
         super().__init__(**kw)
         self.state_file = str(state_file)
-        self.compare_within = compare_within
-        self._empty = copy.deepcopy(self._brackets)  # the rungs a new kind of trial starts from
+        self.compare_within = compare_within if internals.on("asha-rungs") else None
+        self._empty = copy.deepcopy(internals.asha_brackets(self))  # the rungs a new kind of trial starts from
         self._groups = {}  # compare_within's value -> that kind's brackets
         self._loaded = False
 
     def on_trial_add(self, tune_controller, trial):
         if not self._loaded:
             self._loaded = True
-            if os.path.exists(self.state_file):  # a resumed sweep: bring the rungs back
-                with open(self.state_file, "rb") as f:
-                    state = pickle.load(f)
-                self._brackets, self._num_stopped = state["brackets"], state["num_stopped"]
-                self._groups = state.get("groups", {})  # none in a state written before compare_within
+            if self.resuming and os.path.exists(self.state_file):  # bring the rungs back
+                self._load_state()
         super().on_trial_add(tune_controller, trial)  # checks metric and mode, picks a bracket
         if self.compare_within:  # the same bracket, from the trial's own kind
-            index = self._brackets.index(self._trial_info[trial.trial_id])
+            index = internals.asha_brackets(self).index(internals.asha_bracket_of(self, trial.trial_id))
             kind = repr((trial.config or {}).get(self.compare_within))
-            self._trial_info[trial.trial_id] = self._groups.setdefault(kind, copy.deepcopy(self._empty))[index]
+            internals.set_asha_bracket(self, trial.trial_id, self._brackets_of(kind)[index])
+
+    def _brackets_of(self, kind: str) -> list:
+        return self._groups.setdefault(kind, copy.deepcopy(getattr(self, "_empty", None) or []))
 
     def on_trial_result(self, tune_controller, trial, result):
         action = super().on_trial_result(tune_controller, trial, result)
@@ -63,5 +69,23 @@ class ResumableASHA(ASHAScheduler):
         self._persist()
 
     def _persist(self) -> None:
-        state = {"brackets": self._brackets, "groups": self._groups or {}, "num_stopped": self._num_stopped}
-        atomic_write(self.state_file, lambda f: pickle.dump(state, f), binary=True)  # never half a state
+        state = internals.asha_rungs(self)
+        if state is None:
+            return
+        groups = {kind: [internals.rungs_of(b) for b in brackets] for kind, brackets in (self._groups or {}).items()}
+        text = json.dumps({"version": STATE_VERSION, **state, "groups": groups})
+        write_text(self.state_file, text)  # atomically: never half a state
+
+    def _load_state(self) -> None:
+        """The saved rungs; a file that is not this project's state is ignored with a warning
+        (ASHA then starts with empty rungs, as a fresh sweep does)."""
+        try:
+            state = json.loads(Path(self.state_file).read_text())
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"version {state.get('version')!r}, expected {STATE_VERSION}")
+            internals.set_asha_rungs(self, state["brackets"], int(state["num_stopped"]))
+            for kind, saved in state.get("groups", {}).items():
+                for bracket, rungs in zip(self._brackets_of(kind), saved):
+                    internals.fill_rungs(bracket, rungs)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"warning: {self.state_file}: not a readable ASHA state ({e}); its rungs start empty", flush=True)

@@ -17,28 +17,36 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ... import layout
 from ...layout import ended_status
+from .. import internals
 
 log = logging.getLogger(__name__)
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
+    """With the fence's `optuna-search` hook off, this is Ray's OptunaSearch unchanged."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._unfinished: set[str] = set()  # trials this driver found unfinished in Optuna's storage
+        self._aware = internals.on("optuna-search") and internals.on("optuna-ids")
 
     def suggest(self, trial_id: str):
-        if trial_id not in self._ot_trials and (orphan := self._orphan()) is not None:
-            self._ot_trials[trial_id] = orphan
+        if not self._aware:
+            return super().suggest(trial_id)
+        trials = internals.searcher_trials(self)
+        if trial_id not in trials and (orphan := self._orphan()) is not None:
+            trials[trial_id] = orphan
         config = super().suggest(trial_id)
         if config is not None:
-            self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+            trials[trial_id].set_user_attr("tune_trial_id", trial_id)
         return config
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
         # The pickled sampler's random state predates every trial asked after the last
         # snapshot; left as is, it would propose those same configs again.
-        self._ot_study.sampler.reseed_rng()
+        if self._aware:
+            internals.searcher_study(self).sampler.reseed_rng()
         self._unfinished = set()  # the snapshot's view is stale: ask the storage again
 
     def _orphan(self):
@@ -46,12 +54,11 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         it but before Tune's snapshot recorded its Tune trial. The resumed sweep gives its
         config to the next Tune trial, so Optuna's trials and Tune's stay one to one
         (the define-by-run space returns the values already stored in it)."""
-        import optuna
-
-        mine = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in mine:
-                return optuna.trial.Trial(self._ot_study, frozen._trial_id)
+        study = internals.searcher_study(self)
+        mine = {internals.optuna_trial_id(t) for t in internals.searcher_trials(self).values()}
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if internals.optuna_trial_id(frozen) not in mine:
+                return internals.optuna_trial(study, internals.optuna_trial_id(frozen))
         return None
 
     def _told_already(self, trial_id: str) -> bool:
@@ -61,23 +68,24 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         every epoch): only this driver tells Optuna a trial's end, and then its results stop."""
         if trial_id in self._unfinished:
             return False
-        ot_trial = self._ot_trials.get(trial_id)
-        told = (ot_trial is not None
-                and self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished())
+        ot_trial = internals.searcher_trials(self).get(trial_id)
+        storage = internals.study_storage(internals.searcher_study(self))
+        told = ot_trial is not None and storage.get_trial(internals.optuna_trial_id(ot_trial)).state.is_finished()
         if ot_trial is not None and not told:
             self._unfinished.add(trial_id)
         return told
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if not self._told_already(trial_id):
+        if not self._aware or not self._told_already(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
+        ot_trial = internals.searcher_trials(self).get(trial_id) if self._aware else None
+        completed = internals.searcher_completed(self)
+        if ot_trial is None or trial_id in completed:
             return super().on_trial_complete(trial_id, result, error)
         if self._told_already(trial_id):
-            self._completed_trials.add(trial_id)
+            completed.add(trial_id)
             return None
         status = layout.FAILED if error else ended_status((result or {}).get("status", layout.FAILED))
         ot_trial.set_user_attr("tune_trial_id", trial_id)
@@ -89,5 +97,5 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         step, value = result.get("training_iteration"), result.get(self.metric)
         if step is not None and value is not None:
             ot_trial.report(value, step)
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        internals.searcher_study(self).tell(ot_trial, state=TrialState.PRUNED)
+        completed.add(trial_id)

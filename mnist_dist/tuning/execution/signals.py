@@ -7,7 +7,7 @@ says how to resume. So while a sweep runs, SIGTERM is turned into SIGINT; while 
 it waits until Ray has (Ray's own handlers, which it sets then, are kept aside meanwhile).
 
 `timeout` and batch schedulers send SIGTERM to the whole process group; the embedded Ray's
-processes are in groups of their own (ray_setup.own_process_group), so only the driver gets
+processes are in groups of their own (internals.ray_processes_in_own_group), so only the driver gets
 it and stops as on Ctrl-C. A scheduler that signals every process of a job (Slurm does)
 still reaches Ray's processes too (they ignore only SIGINT): Tune's clean stop would then
 wait on a dead raylet forever, or Ray's core end the driver with exit 1 and no word. A
@@ -23,6 +23,8 @@ import signal
 import sys
 import threading
 import time
+
+from .. import internals
 
 _received: list[int] = []  # the signals that stopped the latest sweep of this process
 _replaced: list = []  # the SIGTERM handler ours replaced
@@ -72,19 +74,15 @@ def held_while_ray_starts():
     command with 15 and no word after 1.5-8.5 s, or were lost and the sweep ran on to
     the end as if nothing had come (1 of 3 signals). Here they are kept aside, not set:
     `restore_sigterm()` puts Ray's back after the sweep, as before."""
-    from ray._private import utils
-
     if not _main_thread():  # no handler of ours, and Ray sets none off the main thread
         yield
         return
-    found = utils.set_sigterm_handler
-    utils.set_sigterm_handler = lambda handler: _replaced.__setitem__(slice(None), [handler])
     _holding[:] = [True]
     try:
-        yield
+        with internals.ray_sigterm_handlers_diverted(lambda handler: _replaced.__setitem__(slice(None), [handler])):
+            yield
     finally:
         _holding.clear()
-        utils.set_sigterm_handler = found
         # Ray's core, connecting, put a C++ handler of its own in front of ours (it prints a
         # stack dump first): ours alone again, as Python still believes it is
         signal.signal(signal.SIGTERM, _as_ctrl_c)
@@ -104,11 +102,7 @@ def _ray_processes_ended() -> bool:
     """A Ray process this process started (GCS, raylet, log monitor, dashboard...) has exited:
     none does while Ray runs, so the signal reached them too. A Ray it joined (`--address`)
     has none here, and a signal to this process alone leaves them running."""
-    import ray
-
-    node = getattr(ray._private.worker, "_global_node", None)
-    started = (getattr(node, "all_processes", None) or {}).values()
-    return any(p.process.poll() is not None for infos in started for p in infos)
+    return any(process.poll() is not None for process in internals.ray_processes())
 
 
 def _watch_ray() -> None:

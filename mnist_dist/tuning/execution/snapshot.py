@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 
 from ...config import ConfigError
-
-SNAPSHOT_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+from .. import internals
 
 
 def whole(path: Path) -> bool:
@@ -42,7 +41,7 @@ def staged_copy(broken: Path, ray_sessions: Path, sweep: bytes) -> Path | None:
     second could stage the same name: one that names this sweep's folder (the searcher's
     state names its Optuna database) wins; copies that name none are taken only if they are
     all the same file (a resumed sweep's session stages the older snapshots again)."""
-    found = ray_sessions.glob(f"session_*/artifacts/*/{broken.parent.name}/driver_artifacts/{broken.name}")
+    found = internals.staged_snapshots(ray_sessions, broken.parent.name, broken.name)
     # session_latest is a link to one of the sessions: each file once
     staged = sorted({p.resolve() for p in found if whole(p)})
     named = [p for p in staged if sweep + b"/" in p.read_bytes()]
@@ -51,21 +50,21 @@ def staged_copy(broken: Path, ray_sessions: Path, sweep: bytes) -> Path | None:
     return staged[0] if staged and len({p.read_bytes() for p in staged}) == 1 else None
 
 
-def repair(tune_dir: Path, ray_sessions: Path) -> list[str]:
+def repair(tune_dir: Path, ray_sessions: Path | None) -> list[str]:
     """Replace each truncated snapshot file Tune will read in `tune_dir` with the whole one a Ray session under
     `ray_sessions` (Ray's temp folder) staged for this sweep. Returns the names replaced; raises
     ConfigError, saying what to do, when one has no whole copy left."""
     sweep = str(tune_dir.parent.resolve()).encode()
     replaced = []
-    for pattern in SNAPSHOT_FILES:
+    for pattern in internals.SNAPSHOT_FILES:
         # Tune reads only the newest of each (the greatest name, its driver's start time)
         broken = max(tune_dir.glob(pattern), default=None)
         if broken is not None and not whole(broken):
-            good = staged_copy(broken, ray_sessions, sweep)
+            good = staged_copy(broken, ray_sessions, sweep) if ray_sessions and internals.on("tune-snapshot") else None
             if good is None:
                 raise ConfigError(
                     f"--resume: {broken} is truncated (the driver was killed while Tune copied it) and "
-                    f"no whole copy is left under {ray_sessions}. The finished trials' folders and "
+                    f"no whole copy is left{f' under {ray_sessions}' if ray_sessions else ''}. The finished trials' folders and "
                     f"histories are kept; start the sweep again under a new --name")
             tmp = broken.with_name(f".{broken.name}.repair")
             shutil.copyfile(good, tmp)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ... import layout
 from ...layout import save_json, write_csv
 from ...evaluation import evaluate_checkpoint, save_evaluation
+from .. import internals
 from ..driver.options import data_label
 from .events import completed_trials, ended_trials, read_events, trial_wall_times
 from ...layout import ended_status
@@ -122,9 +123,9 @@ def fetch_model(checkpoint_path: str, dest: Path) -> Path:
 
     local = Path(checkpoint_path)
     if "://" not in checkpoint_path and not (local / layout.MODEL).is_file():
-        newer = sorted(p.parent for p in local.parent.glob(f"checkpoint_*/{layout.MODEL}"))
+        newer = internals.newest_checkpoint(local.parent, layout.MODEL)
         if newer:
-            checkpoint_path = str(newer[-1])
+            checkpoint_path = str(newer)
     dest.mkdir(parents=True, exist_ok=True)
     with ray.train.Checkpoint(checkpoint_path).as_directory() as d, open(Path(d) / layout.MODEL, "rb") as src:
         layout.atomic_write(dest / layout.MODEL, lambda f: shutil.copyfileobj(src, f), binary=True)

@@ -24,12 +24,12 @@ from ...config import TrainConfig
 from ...training.loop import EpochRun, Trainer, cached_data
 from ...training.reporting import read_checkpoint, write_checkpoint
 from ..outputs.events import completed_trials
+from .. import internals
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
     """The latest checkpoint folder a trial wrote (Tune keeps one, briefly two)."""
-    saved = sorted(p.parent for p in Path(trial_dir).glob(f"checkpoint_*/{layout.RESUME}")
-                   if (p.parent / layout.MODEL).is_file())  # both files: a resume reads the best weights there
-    return saved[-1] if saved else None
+    # both files: a resume reads the best weights there
+    return internals.newest_checkpoint(trial_dir, layout.RESUME, layout.MODEL)
 
 
 def trial_device() -> torch.device:
@@ -77,7 +77,8 @@ class EpochTrainable(tune.Trainable):
         the snapshot restored, and stays ended."""
         if not (self.events and self.trial_id in completed_trials(Path(self.events))):
             return False
-        newest = newest_checkpoint(Path(self._storage.trial_fs_path))
+        folder = internals.trial_folder(self)
+        newest = newest_checkpoint(folder) if folder else None
         if newest:
             self.load_checkpoint(str(newest))
         return bool(self.run.state.history)
@@ -95,16 +96,14 @@ class EpochTrainable(tune.Trainable):
         killed between the two leaves a snapshot naming the checkpoint just replaced. Restore
         from the newest one in the trial's folder instead (load_checkpoint then sets the
         iteration to its epoch)."""
-        from ray.train._internal.checkpoint_manager import _TrainingResult
-
         checkpoint = getattr(checkpoint_path, "checkpoint", None)
         if checkpoint is not None and not os.path.exists(checkpoint.path):
             newest = newest_checkpoint(Path(checkpoint.path).parent)
-            if newest:
-                checkpoint_path = _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(newest)),
-                                                  metrics=checkpoint_path.metrics)
+            result = newest and internals.training_result(tune.Checkpoint.from_directory(str(newest)),
+                                                          checkpoint_path.metrics)
+            checkpoint_path = result or checkpoint_path
         return super().restore(checkpoint_path)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         self.run.restore(read_checkpoint(checkpoint_dir))
-        self._iteration = self.run.state.epoch  # one epoch per step: Tune's count follows the state
+        internals.set_iteration(self, self.run.state.epoch)  # one epoch per step: Tune's count follows the state
