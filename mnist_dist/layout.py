@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -84,12 +83,18 @@ def upgrade_counts(summary: dict) -> dict:
 
 def atomic_write(path: str | Path, write: Callable, binary: bool = False) -> Path:
     """Call `write(file)` on a hidden temporary file beside `path`, then rename it over
-    `path`: readers see the old file or the new one, never a part of the new one."""
+    `path`: readers see the old file or the new one, never a part of the new one. The data
+    is on disk before the rename (fsync), so a crash or power cut right after cannot leave
+    a renamed but empty file; on any failure (a full disk too) the temporary file is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    # os.open applies the umask as open() does; mkstemp would make every result private (0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
