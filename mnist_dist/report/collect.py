@@ -7,6 +7,7 @@ parts that could not are None and the rest of the report copes with that.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -83,7 +84,10 @@ def read_json(path: Path, what: str, warnings: list[str], required: bool = False
     return obj
 
 
-def read_csv(path: Path, what: str, warnings: list[str]) -> pd.DataFrame | None:
+def read_csv(path: Path, what: str, warnings: list[str], needs: tuple[str, ...] = (),
+             numeric: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """A table from `path` with the columns it `needs` (those in `numeric` holding numbers
+    only), or None plus a warning saying what is wrong with it."""
     if not path.is_file():
         warnings.append(f"{path.parent}: {path.name} is missing, so no {what}")
         return None
@@ -91,6 +95,14 @@ def read_csv(path: Path, what: str, warnings: list[str]) -> pd.DataFrame | None:
         df = pd.read_csv(path)
     except Exception as e:  # pandas raises several unrelated types for bad CSV
         warnings.append(f"{path.parent}: {path.name} is unreadable ({type(e).__name__}: {e}); no {what}")
+        return None
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        warnings.append(f"{path.parent}: {path.name} has no column {', '.join(missing)}; no {what}")
+        return None
+    wrong = [c for c in numeric if pd.to_numeric(df[c], errors="coerce").isna().any()]
+    if wrong:
+        warnings.append(f"{path.parent}: {path.name} has values that are not numbers in {', '.join(wrong)}; no {what}")
         return None
     return df
 
@@ -116,20 +128,49 @@ def read_predictions(path: Path, warnings: list[str]) -> dict | None:
 def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src = Source("sweep", folder.name, folder, summary)
     src.config = read_json(folder / layout.CONFIG_JSON, "search-space checks", warnings, required=True)
-    src.trials = read_csv(folder / layout.TRIALS_CSV, "per-trial plots", warnings)
+    src.trials = read_csv(folder / layout.TRIALS_CSV, "per-trial plots", warnings, needs=("status",))
     if src.trials is not None and "status" in src.trials.columns:  # old folders: today's names
         src.trials["status"] = src.trials["status"].map(layout.status)
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")
     best = summary.get("best_trial")
     if best:
-        src.history = read_csv(folder / layout.HISTORIES / f"{best}.csv", "learning curves", warnings)
+        src.history = read_csv(folder / layout.HISTORIES / f"{best}.csv", "learning curves", warnings,
+                               needs=("epoch",), numeric=("epoch",))
         src.evaluation = read_json(folder / layout.BEST / layout.EVALUATION, "test evaluation", warnings,
                                    required=True)
         src.predictions = read_predictions(folder / layout.BEST / layout.PREDICTIONS, warnings)
     if (folder / layout.OPTUNA_DB).is_file():
-        src.study_path = folder / layout.OPTUNA_DB
+        src.study_path = optuna_db(folder / layout.OPTUNA_DB, warnings)
     return src
+
+
+def read_only_sqlite_url(path: Path) -> str:
+    """An SQLAlchemy URL that opens the SQLite file `path` read-only: the report never
+    writes to a database, which Optuna would otherwise do to one it did not make (it
+    creates its tables in any SQLite file it is given)."""
+    from urllib.parse import quote
+
+    return f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=ro&uri=true"
+
+
+def optuna_db(path: Path, warnings: list[str]) -> Path | None:
+    """`path` if it is an SQLite file holding Optuna's tables, else None and a warning."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:  # not a database at all, or a damaged one
+        tables, reason = set(), f"{type(e).__name__}: {e}"
+    else:
+        reason = "no Optuna tables in it"
+    if {"studies", "trials"} <= tables:
+        return path
+    warnings.append(f"{path.parent}: {path.name} is not an Optuna study database ({reason}); "
+                    "no hyperparameter importances")
+    return None
 
 
 def load_run(folder: Path, summary: dict, warnings: list[str]) -> Source:
@@ -138,7 +179,8 @@ def load_run(folder: Path, summary: dict, warnings: list[str]) -> Source:
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")
         return src
-    src.history = read_csv(folder / layout.HISTORY_CSV, "learning curves", warnings)
+    src.history = read_csv(folder / layout.HISTORY_CSV, "learning curves", warnings, needs=("epoch",),
+                           numeric=("epoch",))
     src.evaluation = read_json(folder / layout.EVALUATION, "test evaluation", warnings, required=True)
     src.predictions = read_predictions(folder / layout.PREDICTIONS, warnings)
     return src

@@ -187,17 +187,20 @@ def _float(v) -> float | None:
 # --- importance -------------------------------------------------------------------------
 
 def load_study(src):
+    """The sweep's study, opened read-only (no table creation, no schema upgrade)."""
     import optuna
 
+    from .collect import read_only_sqlite_url
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{src.study_path}"
-    names = optuna.get_all_study_names(storage=url)
+    storage = optuna.storages.RDBStorage(read_only_sqlite_url(src.study_path), skip_table_creation=True)
+    names = [s.study_name for s in storage.get_all_studies()]
     # the study is named after the sweep; a renamed folder keeps the old name inside
     for name in (src.name, src.summary.get("name")):
         if name in names:
-            return optuna.load_study(study_name=name, storage=url)
+            return optuna.load_study(study_name=name, storage=storage)
     if len(names) == 1:
-        return optuna.load_study(study_name=names[0], storage=url)
+        return optuna.load_study(study_name=names[0], storage=storage)
     raise Skip(f"optuna.db holds studies {names}, none named {src.name!r}")
 
 
