@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ... import layout
 from ...models import list_models
+from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
 from .spec import load_spec, schedule_warning
 
 
@@ -60,7 +61,8 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
     p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
                    "files {label}_{index}.png or {label}/ subfolders) instead of --dataset")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the sweep folder)")
+    p.add_argument("--storage", help="Optuna storage URL (default: $MNIST_DIST_STORAGE, else sqlite in the sweep "
+                   "folder); a password in it is shown and saved as ***")
     p.add_argument("--final-seeds", type=int, default=0, metavar="K",
                    help="retrain the best config and the source's baseline config with K more seeds each; "
                    "report test mean +/- std of both")
@@ -131,6 +133,7 @@ def run(args) -> int:
     if args.name is not None:
         layout.check_name(args.name)
     layout.check_results_dir(args.results_dir)
+    args.storage = take_storage_url(args.storage)
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts
@@ -186,4 +189,13 @@ def resume_command(args, name: str) -> str:
     argv = argv[1:] if argv[:1] == ["sweep"] else argv  # `mnist-dist sweep ...`
     if args.arch == "all":  # continue just the interrupted one
         argv = [name.split("-")[0] if a == "all" else a for a in argv] + ["--name", name]
-    return " ".join(["python", "sweeps/run.py", *map(shlex.quote, argv), "--resume"])
+    return " ".join(["python", "sweeps/run.py", *map(shown_arg, argv), "--resume"])
+
+
+def shown_arg(arg: str) -> str:
+    """An argument as a printed command shows it: shell-quoted, and a storage URL holding a
+    password as "$MNIST_DIST_STORAGE", which the user sets to it (the sweep reads it there)."""
+    if mask_url(arg) == arg:
+        return shlex.quote(arg)
+    flag = arg.split("=", 1)[0] + "=" if arg.startswith("--") and "=" in arg.split("://", 1)[0] else ""
+    return f'{flag}"${ENV_STORAGE}"'

@@ -25,7 +25,7 @@ from ..execution.ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_fo
 from ..execution.snapshot import repair
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
 from ..execution.signals import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
-from ..execution.storage import open_storage, seal, write_ahead
+from ..execution.storage import mask_url, open_storage, seal, write_ahead
 
 class SweepLock:
     """Holds a sweep folder for the life of one driver: an OS lock on `.lock` inside it,
@@ -208,7 +208,8 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
 
 def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path) -> None:
     """config.json/.yaml: the sweep as it runs (spec, options, the config trials share)."""
-    resolved = {"sweep": spec.to_dict(), "options": asdict(opts), "base_config": base}
+    options = {**asdict(opts), "storage": mask_url(opts.storage)}  # files a user shares: no password
+    resolved = {"sweep": spec.to_dict(), "options": options, "base_config": base}
     save_json(resolved, sweep_dir / layout.CONFIG_JSON)
     _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
 

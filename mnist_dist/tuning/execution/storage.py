@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -48,6 +49,44 @@ def filesystem_type(path: Path, mounts: str | None = None) -> str:
 def on_network_filesystem(path: Path) -> bool:
     kind = filesystem_type(path)
     return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse")
+
+
+ENV_STORAGE = "MNIST_DIST_STORAGE"  # the storage URL, for a password kept off the command line
+MASK = "***"  # what a password becomes wherever a URL is written or printed
+SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token")  # query parameters masked too
+
+
+def mask_url(url: str | None) -> str | None:
+    """`url` with its password (user:PASSWORD@host, ?password=...) replaced by ***: what
+    config.json, config.yaml and the console show of a --storage URL."""
+    if not url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    head, sep, query = rest.partition("?")
+    if "@" in head and not head.startswith("/"):  # '/': an SQLite file's path, no user part
+        # the last '@' ends the user part: an unescaped '@' or '/' may be in the password
+        user_part, host = head.rsplit("@", 1)
+        if ":" in user_part:
+            head = f"{user_part.split(':', 1)[0]}:{MASK}@{host}"
+    query = re.sub(rf"(?i)(^|&)((?:{'|'.join(SECRET_PARAMS)})=)[^&]*", rf"\1\2{MASK}", query)
+    return f"{scheme}://{head}{sep}{query}"
+
+
+def take_storage_url(given: str | None) -> str | None:
+    """The storage URL a sweep uses: --storage as given, else $MNIST_DIST_STORAGE, which
+    also stands in for a masked one (copied from config.json or a printed resume command).
+    The variable is removed from this process's environment: every MNIST_DIST_* variable
+    goes to Ray's workers and into the job config Ray stores, and only this driver talks to
+    the storage."""
+    from ...config import ConfigError
+
+    env = os.environ.pop(ENV_STORAGE, None) or None
+    if given and MASK in given:
+        if env is None:
+            raise ConfigError(f"--storage {given}: its password is masked ({MASK}); give the real URL, "
+                              f"or set {ENV_STORAGE} to it")
+        return env
+    return given or env
 
 
 def default_db(sweep_dir: Path) -> Path:
