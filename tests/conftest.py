@@ -65,6 +65,10 @@ def _data_dir() -> Path:
 DATA_DIR = _data_dir()
 os.environ["MNIST_DIST_DATA_DIR"] = str(DATA_DIR)  # for subprocesses and Ray workers too
 
+from mnist_dist.tuning.execution.ray_setup import token_auth  # noqa: E402
+
+token_auth()  # the tests' own Ray as a sweep's: token auth on every supported release
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -14,7 +14,10 @@ from .procs import kill_session, listening
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 EMBEDDED = """
-import sys, ray
+import sys
+from mnist_dist.tuning.execution.ray_setup import token_auth
+token_auth()  # as the sweep command does before importing Ray
+import ray
 from mnist_dist.tuning.driver.options import Scaling, SweepOptions
 from mnist_dist.tuning.execution.ray_setup import init_ray
 init_ray(SweepOptions(scaling=Scaling(workers=int(sys.argv[1]))))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
+import sys
 import shutil
 import socket
 import tempfile
@@ -73,6 +75,26 @@ def environment(env: dict):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def token_auth() -> None:
+    """Turn Ray's token auth on for an embedded Ray on every supported release: 2.60 does it
+    by default and writes the token itself; 2.58 and 2.59 only when RAY_AUTH_MODE=token is
+    in the environment as Ray is imported (it reads its config then) and a token is in place.
+    The token is Ray's usual file, ~/.ray/auth_token (256 random bits, owner-only), made here
+    when missing. A RAY_AUTH_MODE the user set (say, `disabled`) is kept; once Ray is
+    imported its mode is what it read, and changing the variable would only split the
+    driver from the processes it starts."""
+    if "RAY_AUTH_MODE" in os.environ or "ray._raylet" in sys.modules:
+        return
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        path = Path.home() / ".ray" / "auth_token"
+        if not path.is_file():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def free_port() -> int:
