@@ -2,7 +2,9 @@
 
 Layers, later wins: dataclass defaults <- the architecture's source baseline <-
 a YAML file <- CLI flags. Unknown or mistyped keys are an error, never ignored;
-the resolved config is saved beside every result and inside every checkpoint.
+every value is checked for its type and range (RANGES) in the layer that gave it,
+so the error names that file or flag. The resolved config is saved beside every
+result and inside every checkpoint.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import reprlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -25,6 +28,12 @@ LEGACY_AUGMENT = {"true": "light", "1": "light", "yes": "light", "on": "light",
                   "false": "off", "0": "off", "no": "off"}
 CHOICES = {"optimizer": OPTIMIZERS, "early_stopping_monitor": MONITORS,
            "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_LEVELS}
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# Caps that only catch typos: a batch above MNIST's whole 60,000-image training set, a
+# seed beyond the 32 bits every generator takes, an epoch count no sweep here comes near.
+MAX_BATCH = 65536
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10_000
 
 
 class ConfigError(ValueError):
@@ -65,36 +74,23 @@ class TrainConfig:
     def __post_init__(self):
         self.augment = legacy_augment(self.augment)
 
-    def validate(self) -> "TrainConfig":
-        from .models import get_entry  # late import: models import nothing from here
+    def validate(self, source: str = "config") -> "TrainConfig":
+        """Every field of its type and in its range, and the fields that depend on each other
+        agreeing; `source` (a file, "command line") starts the message."""
+        from .models.registry import UnknownModelError, get_entry  # late: models import nothing from here
 
-        get_entry(self.arch)  # raises with the list of known names
-        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _check(self.early_stopping_monitor in MONITORS, "early_stopping_monitor",
-               self.early_stopping_monitor, f"one of {MONITORS}")
-        _check(self.lr > 0, "lr", self.lr, "a positive number")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        _check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        _check(self.dropout is None or 0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
-        _check(0 <= self.lr_plateau_factor < 1, "lr_plateau_factor", self.lr_plateau_factor,
-               "in [0, 1) (0 turns it off)")
-        _check(self.early_stopping_patience >= 0, "early_stopping_patience",
-               self.early_stopping_patience, ">= 0 (0 turns it off)")
-        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"one of {LR_SCHEDULES}")
-        _check(0 <= self.warmup_epochs < math.inf, "warmup_epochs", self.warmup_epochs,
-               "a number of epochs >= 0 (0 turns it off)")
-        _check(self.lr_schedule != "onecycle" or self.warmup_epochs == 0, "warmup_epochs",
-               self.warmup_epochs, "0 with lr_schedule=onecycle, which warms up over its own first "
-               "25% of the run (warmup_epochs is for constant and cosine)")
-        _check(self.augment in AUGMENT_LEVELS, "augment", self.augment,
-               f"one of {AUGMENT_LEVELS} (true/false from older configs mean light/off)")
-        _check(0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing, "in [0, 0.5)")
-        for key in ("train_limit", "test_limit"):
-            value = getattr(self, key)
-            _check(value is None or value >= 10, key, value, "None or an integer >= 10")
+        try:
+            get_entry(self.arch)
+        except UnknownModelError as e:
+            raise ConfigError(f"{source}: arch: {e}") from None
+        for name in FIELDS:
+            setattr(self, name, coerce_value(name, getattr(self, name), source))
+        if self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs:
+            fail(source, "warmup_epochs", self.warmup_epochs, f"a warm-up that ends before the run does: "
+                 f"below epochs={self.epochs}")
+        if self.lr_schedule == "onecycle" and self.warmup_epochs != 0:
+            fail(source, "warmup_epochs", self.warmup_epochs, "0 with lr_schedule=onecycle, which warms up "
+                 "over its own first 25% of the run (warmup_epochs is for constant and cosine)")
         return self
 
     def to_dict(self) -> dict:
@@ -102,7 +98,96 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
-        return cls(**coerce(d, source)).validate()
+        return cls(**coerce(d, source)).validate(source)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """What a value may be: within [low, high] (None: no bound on that side; *_open: that end
+    excluded), or one of `choices`. `what` names the kind of value in messages (default: the
+    type's word), `note` says what special values mean."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    what: str = ""
+    note: str = ""
+
+    def holds(self, v) -> bool:
+        if self.choices:
+            return v in self.choices
+        above = self.low is None or v > self.low or (v == self.low and not self.low_open)
+        below = self.high is None or v < self.high or (v == self.high and not self.high_open)
+        return above and below
+
+    def describe(self, kind: str) -> str:
+        if self.choices:
+            text = f"one of {self.choices}"
+        else:
+            text = " ".join(p for p in (self.what or WORDS[kind], self.bounds()) if p)
+        return f"{text} {self.note}" if self.note else text
+
+    def bounds(self) -> str:
+        lo, hi = (None if b is None else _number(b) for b in (self.low, self.high))
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        if lo is not None:
+            return f"{'>' if self.low_open else '>='} {lo}"
+        return f"{'<' if self.high_open else '<='} {hi}" if hi is not None else ""
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def below_one(note: str = "") -> Range:
+    return Range(0, 1, high_open=True, note=note)
+
+
+# Every TrainConfig field's accepted values. dataset's names come from the data registry
+# (see field_range); arch is checked against the model registry in validate().
+RANGES = {
+    "arch": Range(what="an architecture name"),
+    "dataset": Range(what="a dataset name"),
+    "images": Range(what="a folder path"),
+    "data_dir": Range(what="a folder path"),
+    "optimizer": Range(choices=OPTIMIZERS),
+    "lr": Range(0, low_open=True),
+    "momentum": below_one("(sgd and rmsprop only)"),
+    "nesterov": Range(),
+    "weight_decay": Range(0, 1),
+    "dropout": below_one("(or none: the architecture's default)"),
+    "batch_size": Range(1, MAX_BATCH),
+    "epochs": Range(1, MAX_EPOCHS),
+    "val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "seed": Range(0, MAX_SEED),
+    "early_stopping_monitor": Range(choices=MONITORS),
+    "early_stopping_patience": Range(0, note="(0 turns it off)"),
+    "lr_plateau_factor": below_one("(0 turns it off)"),
+    "lr_plateau_patience": Range(0, note="(epochs without improvement before a cut)"),
+    "lr_schedule": Range(choices=LR_SCHEDULES),
+    "warmup_epochs": Range(0, what="a number of epochs", note="(0 turns it off), below epochs"),
+    "augment": Range(choices=AUGMENT_LEVELS, note="(true/false from older configs mean light/off)"),
+    "label_smoothing": Range(0, 0.5, high_open=True),
+    "amp": Range(what="true, false or auto"),
+    "train_limit": Range(10, note="(or none: all of them)"),
+    "test_limit": Range(10, note="(or none: all of them)"),
+    "eval_batch_size": Range(1, MAX_BATCH),
+}
+assert RANGES.keys() == FIELDS.keys(), "every TrainConfig field needs its range"
+
+
+def field_range(key: str) -> Range:
+    if key == "dataset":  # the data registry imports torch: only once a dataset is named
+        from .data.datasets import DATASETS
+
+        return Range(choices=tuple(DATASETS), note="(or an image folder via images)")
+    return RANGES[key]
 
 
 def legacy_augment(value):
@@ -114,62 +199,88 @@ def legacy_augment(value):
     return value
 
 
-def _check(ok: bool, key: str, value, accepted: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not valid; expected {accepted}")
+def fail(where: str, label: str, value, accepted: str, problem: str = "is not valid"):
+    """Raise the one-line error: where, which key, which value, what is accepted."""
+    shown = f"{label}={reprlib.repr(value)}" if label else reprlib.repr(value)
+    raise ConfigError(f"{where + ': ' if where else ''}{shown} {problem}; expected {accepted}")
 
 
-FIELDS = {f.name: f for f in fields(TrainConfig)}
-
-
-def unknown_key_error(key: str, known, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=1)
+def unknown_key_error(key, known, source: str) -> ConfigError:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{source}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
 
 
-def coerce(d: dict, source: str = "config") -> dict:
-    """Check keys against TrainConfig and convert values to the field types (YAML gives
-    '1e-3' as a string, CLI gives everything as strings)."""
+def coerce(d: dict, source: str = "config", prefix: str = "") -> dict:
+    """Check keys against TrainConfig, and each value's type and range; values converted to
+    the field types (YAML gives '1e-3' as a string, CLI gives everything as strings).
+    `prefix` places the keys in their file ("fixed." for a sweep's fixed values)."""
     out = {}
     for key, value in d.items():
         if key not in FIELDS:
-            raise unknown_key_error(key, FIELDS, source)
-        out[key] = convert(key, value, FIELDS[key].type)
+            raise unknown_key_error(key, FIELDS, f"{source}: {prefix.rstrip('.')}" if prefix else source)
+        out[key] = coerce_value(key, value, source, prefix + key)
     return out
 
 
-def convert(key: str, value, type_name: str):
-    auto = str(type_name).startswith("bool") and str(value).lower() == "auto"  # amp: auto
-    if value is None or auto or (isinstance(value, str) and value.lower() in ("none", "null")):
-        if "None" in str(type_name):
-            return None
-        raise ConfigError(f"{key} may not be empty")
-    base = str(type_name).split("|")[0].strip()
+def coerce_value(key: str, value, source: str = "config", label: str | None = None):
+    """One TrainConfig value converted to its field's type and checked against its range."""
+    if key == "augment":
+        value = legacy_augment(value)
+    return check_value(value, FIELDS[key].type, field_range(key), source, key if label is None else label)
+
+
+def check_value(value, type_name: str, rng: Range, where: str = "", label: str = ""):
+    """`value` as `type_name` ('int', 'float | None', ...) and within `rng`, or a ConfigError
+    naming where, label and value, and saying what is accepted."""
+    kind, optional = str(type_name).split("|")[0].strip(), "None" in str(type_name)
+    accepted = rng.describe(kind)
     try:
-        if base == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
+        v = to_type(value, kind, optional)
+    except (TypeError, ValueError, OverflowError):
+        fail(where, label, value, accepted, f"is not a valid {kind}")
+    if isinstance(v, float) and not math.isfinite(v):
+        fail(where, label, value, accepted, "is not a finite number")
+    if v is not None and not rng.holds(v):
+        fail(where, label, v, accepted)
+    return v
+
+
+def to_type(value, kind: str, optional: bool):
+    """YAML's and the command line's spellings as a Python value; ValueError if there is none."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if optional and (value is None or text in ("none", "null", "") or (kind == "bool" and text == "auto")):
+        return None
+    if value is None:
+        raise ValueError("may not be empty")
+    if kind == "bool":
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
             return bool(value)
-        if base == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if base == "float":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not a valid {base}") from None
+        if text in TRUE + FALSE:
+            return text in TRUE
+        raise ValueError(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)  # true is not a number, nor is a list
+    if kind == "float":
+        return float(value)
+    number = float(value) if isinstance(value, str) else value  # "1e3" on the command line
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError(value)
+    return int(number)
 
 
-def resolve(arch: str, overrides: dict | None = None, source: str = "CLI") -> TrainConfig:
+def resolve(arch: str, overrides: dict | None = None, source: str = "command line") -> TrainConfig:
     """Defaults <- the architecture's baseline <- overrides."""
     from .models import get_entry
 
-    cfg = {**get_entry(arch).baseline, "arch": arch}
-    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given.get("arch", arch) != arch:
+        fail(source, "arch", given["arch"], f"the architecture given on the command line ({arch!r}), or no arch key")
+    cfg = {**get_entry(arch).baseline, **given, "arch": arch}
     return TrainConfig.from_dict(cfg, source)
 
 
@@ -192,6 +303,48 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def flag_type(type_name: str, rng: Range):
+    """An argparse `type=`: the text as `type_name` ('int' or 'float') within `rng`, else
+    argparse's one-line error (exit 2): 'argument --flag: -1 must be >= 1'."""
+    def parse(text: str):
+        try:
+            value = to_type(text, type_name, optional=False)
+        except ValueError:
+            raise _argument_error(f"{text!r} is not {WORDS[type_name]}") from None
+        if not math.isfinite(value):
+            raise _argument_error(f"{text!r} is not a finite number")
+        if not rng.holds(value):
+            raise _argument_error(f"{value} must be {rng.bounds()}")
+        return value
+    parse.__name__ = type_name  # argparse names the type in its own messages
+    return parse
+
+
+positive_int = flag_type("int", Range(1))
+non_negative_int = flag_type("int", Range(0))
+positive_float = flag_type("float", Range(0, low_open=True))
+non_negative_float = flag_type("float", Range(0))
+
+
+def config_flag(name: str):
+    """An argparse `type=` for a flag that sets a TrainConfig field: its type and range at
+    parse time. 'auto' and 'none' stay text, so that resolve() lets them override the baseline."""
+    def parse(text: str):
+        try:
+            value = coerce_value(name, text, "", "")
+        except ConfigError as e:
+            raise _argument_error(str(e)) from None
+        return text if value is None else value
+    parse.__name__ = str(FIELDS[name].type).split("|")[0].strip()
+    return parse
+
+
+def _argument_error(message: str):
+    import argparse  # only the command lines need it
+
+    return argparse.ArgumentTypeError(message)
+
+
 def add_config_flags(parser, skip: tuple[str, ...] = ("arch",)) -> None:
     """One --flag per TrainConfig field (--batch-size for batch_size); default None = not given."""
     group = parser.add_argument_group("training config (overrides the baseline / YAML)")
@@ -206,11 +359,18 @@ def add_config_flags(parser, skip: tuple[str, ...] = ("arch",)) -> None:
                            help=f"{choices}default: {'auto' if name == 'amp' else repr(f.default)}")
 
 
-def flags_to_overrides(args) -> dict:
-    return {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+def flags_to_overrides(args, skip: tuple[str, ...] = ("arch",)) -> dict:
+    """The flags add_config_flags made that were given, as typed; each checked for its type and
+    range, the error naming the flag (a ConfigError: `mnist-dist` prints one line, exits 2)."""
+    given = {k: getattr(args, k) for k in FIELDS if k not in skip and getattr(args, k, None) is not None}
+    for key, value in given.items():
+        coerce_value(key, value, "", "--" + key.replace("_", "-"))
+    return given
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping; an error naming the file if it is missing, unreadable,
+    malformed, empty or not a mapping."""
     import yaml
 
     path = Path(path).expanduser()
@@ -219,11 +379,22 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read it ({e.__class__.__name__}: {e})") from None
+    if data is None:  # an empty file (or only comments) would silently run the defaults
+        raise ConfigError(f"{path}: is empty; expected a mapping of keys to values")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+        raise ConfigError(f"{path}: is a {type(data).__name__}, not a mapping; expected keys and "
+                          "values at the top level (key: value)")
+    return data
+
+
+def load_config(path: str | Path) -> dict:
+    """A training config file (TrainConfig keys), every key and value checked, naming the file;
+    returned as written, for resolve() to lay over the baseline."""
+    data = load_yaml(path)
+    coerce(data, str(path))
     return data

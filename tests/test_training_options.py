@@ -307,7 +307,7 @@ def test_old_configs_and_checkpoints_load(tmp_path):
     ({"lr_schedule": "onecycle", "warmup_epochs": 1}, "warmup_epochs=1.0 is not valid; expected 0 with "
                                                       "lr_schedule=onecycle, which warms up over its own"),
     ({"augment": "medium"}, "augment='medium' is not valid; expected one of ('off', 'light', 'strong')"),
-    ({"label_smoothing": 0.5}, "label_smoothing=0.5 is not valid; expected in [0, 0.5)"),
+    ({"label_smoothing": 0.5}, "label_smoothing=0.5 is not valid; expected a number in [0, 0.5)"),
     ({"label_smoothing": -0.1}, "label_smoothing=-0.1 is not valid"),
 ])
 def test_bad_values_are_clear_errors(overrides, message):

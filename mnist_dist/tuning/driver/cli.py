@@ -13,39 +13,29 @@ from pathlib import Path
 from ... import layout
 from ...models import list_models
 from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
+from ...config import config_flag, non_negative_float, non_negative_int, positive_float, positive_int
 from .spec import load_spec, schedule_warning
 
 
-def at_least(cast, low):
-    """An argparse type: `cast(s)`, rejected unless >= low, with a message saying so."""
-    def parse(s: str):
-        try:
-            v = cast(s)
-        except ValueError:
-            kind = "an integer" if cast is int else "a number"
-            raise argparse.ArgumentTypeError(f"{s!r} is not {kind}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{v} must be >= {low}")
-        return v
-    return parse
-
-
-positive_int = at_least(int, 1)
-non_negative_float = at_least(float, 0.0)
-
-
 def gpus(s: str) -> float | None:
-    """--gpus-per-worker: a number >= 0, or auto (None: decided once Ray sees the GPUs)."""
-    return None if s.strip().lower() == "auto" else non_negative_float(s)
+    """--gpus-per-worker: auto (None: decided once Ray sees the GPUs), a fraction below 1 (trials
+    sharing a GPU) or a whole number; Ray refuses fractions above 1."""
+    if s.strip().lower() == "auto":
+        return None
+    value = non_negative_float(s)
+    if value > 1 and not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{value} must be auto, a fraction below 1 (trials sharing "
+                                         "a GPU) or a whole number of GPUs")
+    return value
 
 
 def add_arguments(p) -> None:
     p.add_argument("arch", help=f"architecture to sweep, or 'all': {', '.join(list_models())}")
     p.add_argument("--config", help="sweep YAML (default: sweeps/ARCH.yaml)")
-    p.add_argument("--dataset", help="mnist, fashion-mnist or kmnist (default: the YAML's)")
+    p.add_argument("--dataset", type=config_flag("dataset"), help="mnist, fashion-mnist or kmnist (default: the YAML's)")
     p.add_argument("--trials", type=positive_int, help="number of trials (default: the YAML's)")
     p.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP) per trial")
-    p.add_argument("--cpus-per-worker", type=non_negative_float, default=1.0, help="CPUs per worker")
+    p.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs per worker")
     p.add_argument("--gpus-per-worker", type=gpus, default=None, metavar="G",
                    help="GPUs per worker; fractions let several single-worker trials share a GPU. "
                    "Default auto: none on a machine or cluster without GPUs; with GPUs, 0.25 per "
@@ -56,14 +46,14 @@ def add_arguments(p) -> None:
     p.add_argument("--results-dir", default="results", help="where results/<name>/ goes (may be shared storage)")
     p.add_argument("--name", help="sweep folder name (default: ARCH-DATASET)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its folder")
-    p.add_argument("--seed", type=int, help="seed for TPE and every trial's training")
+    p.add_argument("--seed", type=config_flag("seed"), help="seed for TPE and every trial's training")
     p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about 20 s)")
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
     p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
                    "files {label}_{index}.png or {label}/ subfolders) instead of --dataset")
     p.add_argument("--storage", help="Optuna storage URL (default: $MNIST_DIST_STORAGE, else sqlite in the sweep "
                    "folder); a password in it is shown and saved as ***")
-    p.add_argument("--final-seeds", type=int, default=0, metavar="K",
+    p.add_argument("--final-seeds", type=non_negative_int, default=0, metavar="K",
                    help="retrain the best config and the source's baseline config with K more seeds each; "
                    "report test mean +/- std of both")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -126,10 +116,6 @@ def build(args, arch: str):
 
 
 def run(args) -> int:
-    from ...config import ConfigError
-
-    if args.final_seeds < 0:
-        raise ConfigError(f"--final-seeds {args.final_seeds} must be >= 0")
     if args.name is not None:
         layout.check_name(args.name)
     layout.check_results_dir(args.results_dir)

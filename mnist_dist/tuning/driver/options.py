@@ -66,13 +66,18 @@ def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
         base["data_dir"] = str(Path(opts.data_dir).resolve())
     if base.get("images"):  # trials run in their own folders: paths must be absolute
         base["images"] = str(Path(base["images"]).expanduser().resolve())
-    if opts.smoke_test:
-        base.update(SMOKE, epochs=1)
+    if opts.smoke_test:  # a 1-epoch run leaves no room for a warm-up (warmup_epochs < epochs)
+        base.update(SMOKE, epochs=1, warmup_epochs=0.0)
     return base
 
 
 def apply_smoke_test(spec: SweepSpec) -> None:
-    """--smoke-test: 2 trials of 1 epoch, so nothing to schedule and no epochs to search."""
+    """--smoke-test: 2 trials of 1 epoch, so nothing to schedule, no epochs to search and no
+    room for a warm-up (it must end before the run does)."""
     spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
-    spec.space.pop("epochs", None)
-    spec.fixed["epochs"] = 1
+    for name in ("epochs", "warmup_epochs"):
+        spec.space.pop(name, None)
+        for point in spec.points:
+            point.pop(name, None)
+    spec.points[:] = [p for p in spec.points if p]
+    spec.fixed.update(epochs=1, warmup_epochs=0.0)

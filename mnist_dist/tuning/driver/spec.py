@@ -1,9 +1,15 @@
 """Sweep definitions: `sweeps/<arch>.yaml` <- CLI flags, validated before Ray starts.
 
-A search-space entry is one of
+The YAML's top level: dataset, metric, mode, trials, max_concurrent, baseline_first,
+seed, scheduler {type, grace_period, reduction_factor, compare_within}, fixed, space
+and points. A search-space entry is one of
     {loguniform: [lo, hi]}  {uniform: [lo, hi]}  {int: [lo, hi]}  {choice: [a, b, ...]}
+(uniform and loguniform for number fields, int for integer ones, choice for any),
 optionally with `when: {param: [values]}` to make it conditional (momentum only
-for sgd/rmsprop, say). Keys of `space` and `fixed` are TrainConfig fields.
+for sgd/rmsprop, say): `param` is searched with choice above it, the values among its
+choices. Keys of `space` and `fixed` are TrainConfig fields, each value within that
+field's range (config.RANGES); `points` are configs of searched values to try first.
+Every key and value is checked here, into the SweepSpec the sweep runs from.
 """
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import (FIELDS, ONECYCLE_PCT_START, ConfigError, coerce, load_yaml, resolve,
-                      unknown_key_error)
+from ...config import (FIELDS, ONECYCLE_PCT_START, ConfigError, Range, check_value, coerce,
+                      coerce_value, fail, load_yaml, resolve, unknown_key_error)
 from ...models import get_entry
 
 # The shipped sweep configs are package data, so a wheel install has them too;
@@ -57,35 +63,27 @@ class SweepSpec:
         return dataclasses.asdict(self)
 
 
-TOP_KEYS = {f.name for f in dataclasses.fields(SweepSpec)}
-
-
-def _check_dist(name: str, d, where: str) -> None:
-    if name not in SEARCHABLE:
-        raise ConfigError(f"{where}: space.{name} cannot be searched; searchable: {', '.join(SEARCHABLE)}")
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: space.{name} must be a mapping like {{loguniform: [1e-4, 1e-2]}}")
-    kinds = [k for k in d if k in KINDS]
-    extra = [k for k in d if k not in KINDS and k != "when"]
-    if len(kinds) != 1 or extra:
-        raise ConfigError(f"{where}: space.{name} needs exactly one of {', '.join(KINDS)} "
-                          f"(optionally with 'when'); got keys {list(d)}")
-    values = d[kinds[0]]
-    if kinds[0] == "choice":
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: space.{name}.choice must be a non-empty list")
-        for v in values:
-            coerce({name: v}, f"{where}: space.{name}")
-    else:
-        if not (isinstance(values, list) and len(values) == 2):
-            raise ConfigError(f"{where}: space.{name}.{kinds[0]} must be [low, high]")
-        lo, hi = (float(v) for v in values)
-        if not lo < hi or (kinds[0] == "loguniform" and lo <= 0):
-            raise ConfigError(f"{where}: space.{name}.{kinds[0]} range [{lo}, {hi}] is empty"
-                              + (" or not positive" if kinds[0] == "loguniform" else ""))
-    for param in d.get("when", {}) or {}:
-        if param not in FIELDS:
-            raise unknown_key_error(param, FIELDS, f"{where}: space.{name}.when")
+TYPES = {f.name: f.type for f in dataclasses.fields(SweepSpec)}
+SCHEDULER_TYPES = {f.name: f.type for f in dataclasses.fields(SchedulerSpec)}
+# The sweep's own values; dataset and seed are a trial's, so TrainConfig's ranges hold
+RANGES = {
+    "metric": Range(what="a metric name"),  # the names and a did-you-mean: _check_metric
+    "mode": Range(choices=("max", "min")),
+    "trials": Range(1),
+    "max_concurrent": Range(1),
+    "baseline_first": Range(),
+}
+SCHEDULER_RANGES = {
+    "type": Range(choices=("asha", "none")),
+    "grace_period": Range(1, note="(epochs before ASHA may stop a trial)"),
+    "reduction_factor": Range(2, note="(ASHA keeps 1/reduction_factor at each rung)"),
+    "compare_within": Range(what="a parameter the space searches with choice"),
+}
+MAPPINGS = {  # what each nested section looks like, for its error
+    "scheduler": "a mapping like {type: asha, grace_period: 4}",
+    "fixed": "a mapping of TrainConfig keys to values, like {epochs: 15}",
+    "space": "a mapping of parameters to distributions, like {lr: {loguniform: [1.0e-4, 1.0e-2]}}",
+}
 
 
 def kind_of(d: dict) -> str:
@@ -131,7 +129,7 @@ def in_range(value, d: dict) -> bool:
     return float(v[0]) <= float(value) <= float(v[1])
 
 
-def baseline_point(spec: SweepSpec) -> dict:
+def baseline_point(spec: SweepSpec, where: str | None = None) -> dict:
     """The source's published config, in search-space terms, to enqueue as trial 1."""
     base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}).to_dict()
     if base.get("dropout") is None:
@@ -140,8 +138,8 @@ def baseline_point(spec: SweepSpec) -> dict:
     for name, d in spec.space.items():
         if all(base.get(p) in vals for p, vals in (d.get("when") or {}).items()):
             if base.get(name) is None or not in_range(base[name], d):
-                raise ConfigError(f"sweep {spec.arch}: the baseline {name}={base.get(name)!r} is outside "
-                                  f"space.{name} {d}; widen the range or set baseline_first: false")
+                raise ConfigError(f"{where or 'sweep ' + spec.arch}: the baseline {name}={base.get(name)!r} is "
+                                  f"outside space.{name} {d}; widen the range or set baseline_first: false")
             point[name] = base[name]
     return point
 
@@ -153,66 +151,195 @@ def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None 
         raise ConfigError(f"no sweep config is shipped for {arch!r} (expected {CONFIGS_DIR / (arch + '.yaml')}); "
                           "pass --config FILE")
     path = Path(path).expanduser() if path else CONFIGS_DIR / f"{arch}.yaml"
-    raw = load_yaml(path)  # a missing, unreadable or malformed file is an error naming it
+    raw = load_yaml(path)  # a missing, unreadable, empty or malformed file is an error naming it
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     where = str(path)
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise unknown_key_error(key, sorted(TOP_KEYS), where)
-    sched = raw.pop("scheduler", None) or {}
-    bad = set(sched) - {f.name for f in dataclasses.fields(SchedulerSpec)}
-    if bad:
-        raise ConfigError(f"{where}: unknown scheduler key(s) {sorted(bad)}; known: "
-                          f"{', '.join(f.name for f in dataclasses.fields(SchedulerSpec))}")
-    spec = SweepSpec(**{**raw, "arch": arch}, scheduler=SchedulerSpec(**sched))
+    spec = parse_spec(arch, raw, where)
     validate(spec, where)
     return spec
 
 
+def parse_spec(arch: str, raw: dict, where: str) -> SweepSpec:
+    """The YAML's top level as a SweepSpec: known keys only, each value of its type and range."""
+    known = [k for k in TYPES if k != "arch"]
+    values = {"arch": arch}
+    for key, value in raw.items():
+        if key == "arch":  # the command line names it; a YAML naming another is a mistake
+            if value != arch:
+                fail(where, key, value, f"{arch!r}, the architecture on the command line, or no arch key")
+            continue
+        if key not in known:
+            raise unknown_key_error(key, known, where)
+        if key in ("dataset", "seed"):
+            values[key] = coerce_value(key, value, where)
+        elif key in RANGES:
+            values[key] = check_value(value, TYPES[key], RANGES[key], where, key)
+    scheduler = mapping(raw, "scheduler", where)
+    for key in scheduler:
+        if key not in SCHEDULER_TYPES:
+            raise unknown_key_error(key, list(SCHEDULER_TYPES), f"{where}: scheduler")
+    values["scheduler"] = SchedulerSpec(**{k: check_value(v, SCHEDULER_TYPES[k], SCHEDULER_RANGES[k], where,
+                                                          f"scheduler.{k}") for k, v in scheduler.items()})
+    values["fixed"] = coerce(mapping(raw, "fixed", where), where, "fixed.")
+    values["space"] = mapping(raw, "space", where)
+    values["points"] = raw.get("points") or []
+    if not isinstance(values["points"], list) or not all(isinstance(p, dict) for p in values["points"]):
+        fail(where, "points", raw["points"], "a list of mappings of searched params to values, "
+             "like [{lr: 3.0e-3, optimizer: adam}]")
+    return SweepSpec(**values)
+
+
+def mapping(raw: dict, key: str, where: str) -> dict:
+    """A nested section (empty when left out or blank), or the error saying what it should be."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        fail(where, key, value, MAPPINGS[key], f"is a {type(value).__name__}, not a mapping")
+    return value
+
+
 def validate(spec: SweepSpec, where: str) -> None:
+    """What no single value shows: the metric and mode agree, every searched distribution and
+    condition fits its parameter, the fixed values, the baseline and the points are valid."""
+    _check_metric(spec, where)
+    if not spec.space:
+        raise ConfigError(f"{where}: space is empty; a sweep searches at least one parameter, expected "
+                          f"{MAPPINGS['space']}")
+    for key in ("arch", "dataset", "seed"):
+        if key in spec.fixed:  # base_config would silently take the top-level value instead
+            raise ConfigError(f"{where}: fixed.{key} is not allowed; set {key} at the top level "
+                              f"({'the command line names the architecture' if key == 'arch' else key + ': ...'})")
+    for name, d in spec.space.items():
+        spec.space[name] = _check_dist(name, d, spec.space, where)
+    overlap = set(spec.fixed) & set(spec.space)
+    if overlap:
+        raise ConfigError(f"{where}: {sorted(overlap)} both fixed and searched; keep one")
+    _check_compare_within(spec, where)
+    base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset, "seed": spec.seed}, source=where).to_dict()
+    _check_warmup_fits(spec, base, where)
+    if spec.baseline_first:
+        baseline_point(spec, where)
+    for i, point in enumerate(spec.points):
+        _check_point(spec, i, point, where)
+
+
+def _check_metric(spec: SweepSpec, where: str) -> None:
     if spec.metric not in METRICS:
-        close = difflib.get_close_matches(str(spec.metric), list(METRICS), n=1)
+        close = difflib.get_close_matches(spec.metric, list(METRICS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{where}: metric {spec.metric!r} is not something trials report{hint}; "
                           f"known: {', '.join(METRICS)}")
-    if spec.mode not in ("max", "min"):
-        raise ConfigError(f"{where}: mode={spec.mode!r}; expected max or min")
     if spec.mode != METRICS[spec.metric]:
         raise ConfigError(f"{where}: metric {spec.metric} with mode {spec.mode} would pick the worst trial; "
                           f"use mode: {METRICS[spec.metric]}")
-    if not isinstance(spec.trials, int) or spec.trials < 1:
-        raise ConfigError(f"{where}: trials={spec.trials!r}; expected an integer >= 1")
-    if spec.max_concurrent is not None and spec.max_concurrent < 1:
-        raise ConfigError(f"{where}: max_concurrent={spec.max_concurrent!r}; expected >= 1")
-    if spec.scheduler.type not in ("asha", "none"):
-        raise ConfigError(f"{where}: scheduler.type={spec.scheduler.type!r}; expected asha or none")
-    for key, least in (("grace_period", 1), ("reduction_factor", 2)):  # ASHA's rungs: grace x factor^k
-        value = getattr(spec.scheduler, key)
-        if spec.scheduler.type == "asha" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ConfigError(f"{where}: scheduler.{key}={value!r}; expected an integer >= {least}")
+
+
+def _check_compare_within(spec: SweepSpec, where: str) -> None:
     within = spec.scheduler.compare_within
-    choices = [k for k, d in (spec.space or {}).items() if isinstance(d, dict) and "choice" in d]
+    choices = [k for k, d in spec.space.items() if "choice" in d]
     if within is not None and (within not in choices or spec.scheduler.type != "asha"):
         # a continuous parameter would give every trial rungs of its own: ASHA would stop none
         raise ConfigError(f"{where}: scheduler.compare_within={within!r} must name a parameter the space "
                           f"searches with choice, under type: asha; this space's: {', '.join(choices) or 'none'}")
-    spec.fixed = coerce(spec.fixed or {}, f"{where}: fixed")
-    for name, d in (spec.space or {}).items():
-        _check_dist(name, d, where)
-    overlap = set(spec.fixed) & set(spec.space)
-    if overlap:
-        raise ConfigError(f"{where}: {sorted(overlap)} both fixed and searched; keep one")
-    resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset}, source=where)  # fixed values valid
-    if spec.baseline_first:
-        baseline_point(spec)
-    for i, point in enumerate(spec.points or []):
-        if not isinstance(point, dict):
-            raise ConfigError(f"{where}: points[{i}] must be a mapping of searched params to values")
-        for name, value in point.items():
-            if name not in spec.space:
-                raise ConfigError(f"{where}: points[{i}].{name} is not in space; points set searched "
-                                  f"params only ({', '.join(spec.space)})")
-            point[name] = coerce({name: value}, f"{where}: points[{i}]")[name]
+
+
+def _check_dist(name, d, space: dict, where: str) -> dict:
+    """One space entry, its values converted to the parameter's type (as trials get them)."""
+    if name not in FIELDS:
+        raise unknown_key_error(name, SEARCHABLE, f"{where}: space")
+    if name not in SEARCHABLE:
+        raise ConfigError(f"{where}: space.{name} cannot be searched; searchable: {', '.join(SEARCHABLE)}")
+    if not isinstance(d, dict):
+        fail(where, f"space.{name}", d, "a mapping like {loguniform: [1.0e-4, 1.0e-2]} or {choice: [a, b]}")
+    kinds = [k for k in d if k in KINDS]
+    extra = [k for k in d if k not in KINDS and k != "when"]
+    if len(kinds) != 1 or extra:
+        raise ConfigError(f"{where}: space.{name} needs exactly one of {', '.join(KINDS)} "
+                          f"(optionally with 'when'); got keys {list(d)}")
+    kind = kinds[0]
+    checked = {kind: _check_choices(name, d[kind], where) if kind == "choice" else
+               _check_bounds(name, kind, d[kind], where)}
+    if "when" in d:
+        checked["when"] = _check_when(name, d["when"], space, where)
+    return checked
+
+
+def _check_choices(name: str, values, where: str) -> list:
+    label = f"space.{name}.choice"
+    if not isinstance(values, list) or not values:
+        fail(where, label, values, f"a non-empty list of {name} values, like [a, b]")
+    return [coerce_value(name, v, where, label) for v in values]
+
+
+def _check_bounds(name: str, kind: str, values, where: str) -> list:
+    label, type_name = f"space.{name}.{kind}", str(FIELDS[name].type).split("|")[0].strip()
+    fits = {"int": ("int",), "float": ("loguniform", "uniform")}.get(type_name, ())
+    if kind not in fits:  # a float drawn for an integer (or a text) field fails in every trial
+        raise ConfigError(f"{where}: {label}: {name} takes {type_name} values; search it with "
+                          f"{' or '.join(fits + ('choice',))}")
+    if not isinstance(values, list) or len(values) != 2:
+        fail(where, label, values, "[low, high]")
+    lo, hi = (coerce_value(name, v, where, f"{label}[{i}]") for i, v in enumerate(values))
+    if lo is None or hi is None or not lo < hi or (kind == "loguniform" and lo <= 0):
+        fail(where, label, values, "[low, high] with low < high" + (", both > 0" if kind == "loguniform" else ""))
+    return [lo, hi]
+
+
+def _check_when(name: str, when, space: dict, where: str) -> dict:
+    """`when` conditions on choice parameters listed above `name` (the order values are
+    drawn in), each with values among that parameter's choices."""
+    label = f"space.{name}.when"
+    above = list(space)[:list(space).index(name)]
+    candidates = [p for p in above if "choice" in space[p]]
+    if not isinstance(when, dict) or not when:
+        fail(where, label, when, "a mapping of a choice parameter above it to some of its values, "
+             "like {optimizer: [sgd, rmsprop]}")
+    checked = {}
+    for param, values in when.items():
+        if param not in candidates:
+            raise ConfigError(f"{where}: {label}.{param}: `when` needs a parameter searched with choice "
+                              f"above {name} in space; these are: {', '.join(candidates) or 'none'}")
+        choices = space[param]["choice"]
+        if not isinstance(values, list) or not values:
+            fail(where, f"{label}.{param}", values, f"a non-empty list of values among {choices}")
+        checked[param] = [coerce_value(param, v, where, f"{label}.{param}") for v in values]
+        outside = [v for v in checked[param] if v not in choices]
+        if outside:
+            fail(where, f"{label}.{param}", values, f"values among space.{param}.choice {choices}")
+    return checked
+
+
+def _check_warmup_fits(spec: SweepSpec, base: dict, where: str) -> None:
+    """The longest warm-up the sweep can draw ends before the shortest run it can draw."""
+    def ends(name: str) -> list:
+        d = spec.space.get(name)
+        return (d[kind_of(d)] if d else [base[name]])
+    warmup, epochs = max(ends("warmup_epochs")), min(ends("epochs"))
+    if warmup > 0 and warmup >= epochs:
+        raise ConfigError(f"{where}: warmup_epochs up to {warmup} with epochs from {epochs}; expected a "
+                          "warm-up that ends before the run does (warmup_epochs < epochs)")
+
+
+def _check_point(spec: SweepSpec, i: int, point: dict, where: str) -> None:
+    """One of `points`: searched params only, each value one the space can draw, consistent
+    with the `when` conditions, and a valid config over the fixed values and the baseline."""
+    label = f"points[{i}]"
+    for name, value in point.items():
+        if name not in spec.space:
+            raise ConfigError(f"{where}: {label}.{name} is not in space; points set searched "
+                              f"params only ({', '.join(spec.space)})")
+        d = spec.space[name]
+        point[name] = coerce_value(name, value, where, f"{label}.{name}")
+        if not in_range(point[name], d):
+            fail(where, f"{label}.{name}", point[name], f"a value space.{name} can draw: {kind_of(d)} "
+                 f"{d[kind_of(d)]}", "is outside the space")
+    for name in point:
+        for param, values in (spec.space[name].get("when") or {}).items():
+            if param in point and point[param] not in values:
+                raise ConfigError(f"{where}: {label} sets {name}, which is searched only when {param} is "
+                                  f"one of {values}, but sets {param}={point[param]!r}")
+    resolve(spec.arch, {**spec.fixed, **point, "dataset": spec.dataset}, source=f"{where}: {label}")
 
 
 def min_grace_period(spec: SweepSpec) -> int:
