@@ -1,6 +1,6 @@
 """What a person sees: sweep progress, a console without noise or tracebacks for normal
 events, the estimate before a slow sweep, a partial sweep marked in the report, and the
-README's quick start run as written (issue 13)."""
+README's quick start run as written."""
 from __future__ import annotations
 
 import io
@@ -163,7 +163,7 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
         assert lines[0].startswith("sweep c: 3 trials") and "estimate" not in console and "trial 1/3" not in console
     else:
         assert lines[0].startswith("estimate on this machine:") and "trial 3/3" in console
-        # the final seeds show their progress too (they showed none until the thirteenth session)
+        # the final seeds show their progress too
         # (one run, or two when the baseline config is not the best)
         runs = re.search(r"final seeds: 100% (\d)/\1 trials", console)
         assert runs and f"seed run {runs[1]}/{runs[1]} " in console, console[-3000:]

@@ -191,7 +191,7 @@ def test_test_data_fallback_order(tmp_path):
 
 def test_test_data_download_fills_the_cache_once(data_dir, tmp_path, monkeypatch):
     """conftest's download on a fresh machine: the users' downloader into the project's
-    cache, laid out as a data folder; a second session downloads nothing."""
+    cache, laid out as a data folder; a second run downloads nothing."""
     requested = offline_network(monkeypatch, data_dir, tmp_path)
     root = download_to_cache()
     assert root == tmp_path / "cache" / "test-data"

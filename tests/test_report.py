@@ -97,7 +97,7 @@ def test_tables_hold_the_summaries_numbers(report):
     # published numbers sit beside ours, with the difference, for same-dataset sources
     assert math.isclose(float(rows["lenet5"]["published_acc"]), 0.986)
     assert math.isclose(float(rows["lenet5"]["diff_vs_published"]), sweep["test_acc"] - 0.986, abs_tol=1e-9)
-    # baseline config vs best config vs ensemble, over the final seeds (item 4 of issue 11)
+    # baseline config vs best config vs ensemble, over the final seeds
     with open(results / "report" / "versus.csv") as f:
         versus = {r["source"]: r for r in csv.DictReader(f)}
     assert set(versus) == {SWEEP, PARTIAL}  # sweeps only

@@ -391,11 +391,10 @@ def end_of(proc: subprocess.Popen, timeout: float) -> tuple[str, list[int]]:
 
 @pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_stops_the_sweep_cleanly_and_it_resumes(tmp_path, data_dir):
-    """`timeout` and batch schedulers send SIGTERM to the sweep's whole process group. The
-    embedded Ray's processes used to be in it: Tune's clean stop then waited on the dead
-    raylet forever (seen: `timeout 60 python sweeps/run.py mlp ...` still running a minute
+    """`timeout` and batch schedulers send SIGTERM to the sweep's whole process group. Were the
+    embedded Ray's processes in it, Tune's clean stop would wait on the dead raylet forever (seen: `timeout 60 python sweeps/run.py mlp ...` still running a minute
     after its signal), and later Ray's core ended the driver with exit 1 and no word (seen
-    in a full run). In a group of their own (ray_setup.own_process_group) they are out of
+    in a full run). In a group of their own (internals.ray_processes_in_own_group) they are out of
     the signal's way: the sweep stops as on Ctrl-C, with its summary, the cut trial
     "interrupted", 143 and the resume command; no trial process trains on, and --resume
     finishes it without running trial 1 again."""
@@ -634,8 +633,8 @@ ray_setup.stop_ray()
 @pytest.mark.slow
 def test_trials_start_in_workers_ray_started_ahead_with_torch_imported():
     """A sweep's first trial processes are the Python workers Ray starts with the cluster,
-    torch and the trial module imported as they start (ray_setup.PRELOAD): a trial used to
-    wait ~6 s for its process here. Each worker says when its imports are done, and the
+    torch and the trial module imported as they start (ray_setup.PRELOAD): otherwise a trial
+    waits ~6 s for its process here. Each worker says when its imports are done, and the
     sweep waits for them before its first trial. Tune gives each trial actor a runtime_env
     of its own, which kept it off those workers; the actor here is made the way Tune makes it."""
     code = """
@@ -698,8 +697,8 @@ def test_a_trial_process_says_it_is_ready_even_when_its_imports_fail(tmp_path):
 
 def test_the_driver_does_not_wait_for_a_worker_that_died_importing(tmp_path, monkeypatch):
     """A prestarted worker says it has started (PID.start) before its imports: one killed
-    while importing (out of memory, say) is then not waited for. The sweep waited out the
-    whole 60 s for it, once, until the twelfth session."""
+    while importing (out of memory, say) is then not waited for, where the sweep would
+    otherwise wait out the whole 60 s for it."""
     from mnist_dist.tuning.execution import ray_setup
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

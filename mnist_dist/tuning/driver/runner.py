@@ -151,10 +151,16 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
 
 
 def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
-    from ..outputs.final import run_final_seeds
-    from ..outputs.results import collect
-
     base = base_config(spec, opts)  # what every trial shares, computed once
+    ray = _start_ray(spec, opts, base, sweep_dir)
+    summary = _search(spec, opts, sweep_dir, ray, base)
+    if not summary.get("interrupted"):
+        _after_search(summary, spec, opts, sweep_dir, ray, base)
+    return summary
+
+
+def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path):
+    """Ray up, the estimate printed, GPUs decided and the resolved sweep saved."""
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     internals.check()  # each private part of Ray and Optuna still there, or its feature off
@@ -171,6 +177,13 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         print(f"GPU: {opts.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
     if not opts.resume:  # once the GPUs are decided
         save_resolved(spec, opts, base, sweep_dir)
+    return ray
+
+
+def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> dict:
+    """Tune's run, from the first trial to the last, then its results collected."""
+    from ..outputs.results import collect
+
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     if not opts.address:  # an embedded Ray: its first trials' processes were started ahead
         wait_for_trial_processes(concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent))
@@ -184,8 +197,13 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage))
     if not opts.storage:
         seal(sweep_dir, storage)
-    summary = collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
-    if "best_trial" in summary and not summary.get("interrupted"):
+    return collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
+
+
+def _after_search(summary: dict, spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> None:
+    """The ensemble of the best trials and, with --final-seeds, the seed runs: each added to
+    the summary as it ends, so an interrupted seed run still leaves the ensemble written."""
+    if "best_trial" in summary:
         from ..outputs.ensemble import build_ensemble
         from ..outputs.results import read_rows
 
@@ -197,13 +215,14 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
         if ensemble:
             summary["ensemble"] = ensemble
             save_json(summary, sweep_dir / layout.SUMMARY_JSON)
-    if opts.final_seeds and not summary.get("interrupted"):
+    if opts.final_seeds:
+        from ..outputs.final import run_final_seeds
+
         limit = concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)
         t0 = time.time()
         summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, base, limit)
         summary["final_seeds"]["wall_time_s"] = time.time() - t0
         save_json(summary, sweep_dir / layout.SUMMARY_JSON)
-    return summary
 
 
 def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path) -> None:

@@ -158,8 +158,8 @@ def wait_for_trial_processes(count: int, timeout_s: float = 60.0) -> float:
     waited. Trials then start in ready processes and each trial's time is its own, as in a
     plain Optuna loop whose imports precede its first trial. The wall time is the same:
     Tune's first trials would otherwise wait for these imports themselves. A worker that
-    died while importing is not waited for (it said it had started; it was waited for the
-    whole timeout until the twelfth session); one that died before that still makes this
+    died while importing is not waited for (it said it had started); one that died before
+    that still makes this
     wait the timeout, once: the folder goes after the wait (workers Ray starts later find
     none and say nothing), so a later sweep of this process (`sweeps/run.py all`, the final
     seeds) does not wait."""

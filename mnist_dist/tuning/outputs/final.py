@@ -54,31 +54,36 @@ def seed_stats(seeds: list[int], accs: dict[int, float]) -> dict:
             "test_acc_std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, concurrency: int) -> dict:
+def seed_tuner(spec, opts, sweep_dir: Path, base: dict, configs: dict, seeds: list, concurrency: int):
+    """One trial per (role, seed): each preset config is crossed with the seed grid."""
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
     from ..driver.console import SweepProgress
 
-    if "best_config" not in summary:
-        return {"error": "no best config to retrain"}
-    seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
-    configs = final_configs(spec, summary, base)
     out = sweep_dir / layout.FINAL
-    shutil.rmtree(out, ignore_errors=True)  # a resumed sweep retrains them afresh
-    # each preset config is crossed with the seed grid: one trial per (role, seed)
     search = BasicVariantGenerator(points_to_evaluate=list(configs.values()))
     callbacks = [EventLog(out / layout.EVENTS)]
     if opts.verbose and not opts.ray_logs:  # six 30-epoch trainings took 44 min on 2 cores
         callbacks.append(SweepProgress(len(configs) * len(seeds), spec.metric, spec.mode,
                                        epochs_left=epochs_expected(spec, asha=False), desc="final seeds"))
-    tuner = tune.Tuner(
+    return tune.Tuner(
         make_trainable(opts, sweep_dir, base),
         param_space={**{k: None for k in configs[BEST]}, "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(search_alg=search, num_samples=len(configs),
                                     reuse_actors=reuses_processes(opts.scaling), max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=layout.FINAL, storage_path=str(sweep_dir), verbose=0,
                                   checkpoint_config=trial_checkpoints(), callbacks=callbacks))
+
+
+def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, concurrency: int) -> dict:
+    if "best_config" not in summary:
+        return {"error": "no best config to retrain"}
+    seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
+    configs = final_configs(spec, summary, base)
+    out = sweep_dir / layout.FINAL
+    shutil.rmtree(out, ignore_errors=True)  # a resumed sweep retrains them afresh
+    tuner = seed_tuner(spec, opts, sweep_dir, base, configs, seeds, concurrency)
     (out / layout.HISTORIES).mkdir(parents=True, exist_ok=True)
     rows = []
     for result in fit(tuner):
