@@ -36,17 +36,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(fn, args) -> int:
-    """Turn the errors a user can fix into one clear line and a non-zero exit."""
-    from .config import ConfigError
-    from .data.idx import DataError
+    """Turn the errors a user can fix, and failures of the disk, into one clear line and the
+    exit status errors.EXIT_CODES gives them; Ctrl-C that a command did not handle is 130."""
+    from .errors import INTERRUPTED, USAGE, UserError, os_error_line
     from .models.registry import UnknownModelError
-    from .models.checkpoint import CheckpointError
 
     try:
         return int(fn(args) or 0)
-    except (ConfigError, DataError, UnknownModelError, CheckpointError) as e:
+    except (UserError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return USAGE
+    except OSError as e:
+        line, code = os_error_line(e)
+        print(f"error: {line}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def entry(argv: list[str] | None = None) -> None:

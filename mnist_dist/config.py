@@ -16,6 +16,8 @@ import reprlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .errors import ConfigError  # noqa: F401 - defined beside the exit codes; imported from here too
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
@@ -34,10 +36,6 @@ TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 MAX_BATCH = 65536
 MAX_SEED = 2**32 - 1
 MAX_EPOCHS = 10_000
-
-
-class ConfigError(ValueError):
-    """A config value or key a user can fix; the message says what is accepted."""
 
 
 @dataclass

@@ -146,7 +146,7 @@ def check_name(name: str, flag: str = "--name") -> str:
     from the report, and a control character breaks every line that prints it."""
     import unicodedata
 
-    from .config import ConfigError
+    from .errors import ConfigError
 
     bad = (not name or name.startswith(".") or "/" in name or "\\" in name
            or any(unicodedata.category(c).startswith("C") for c in name)
@@ -160,11 +160,12 @@ def check_name(name: str, flag: str = "--name") -> str:
 def check_results_dir(path: str | Path, flag: str = "--results-dir") -> Path:
     """A results folder that exists as something else (a file) fails here, before anything
     is created, instead of as a traceback once the run folder is made."""
-    from .config import ConfigError
+    from .errors import ConfigError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {ascii(str(path))} is a file, not a folder; name a folder (it is created if missing)")
+        raise ConfigError(f"{flag} {ascii(str(path))} is a file, not a folder; "
+                          "name a folder (it is created if missing)")
     return path
 
 
@@ -172,12 +173,12 @@ def open_no_follow(path: str | Path, mode: str = "a"):
     """A lock or log file opened for appending ('a') or reading and writing ('r+', created if
     missing), never through a symbolic link: a link planted at `path` would otherwise have its
     target (anything the user can write) truncated or appended to. Mode 0666 less the umask."""
-    from .config import ConfigError
+    from .errors import ConfigError
 
     flags = {"a": os.O_WRONLY | os.O_APPEND, "r+": os.O_RDWR}[mode]
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):  # ELOOP on Linux, EMLINK on some BSDs
             raise ConfigError(f"{path} is a symbolic link; refusing to write through it (remove it)") from None
         raise

@@ -144,3 +144,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def ray_watch():
+    """(env, folder): a command run with `env` keeps any Ray session it starts under `folder`
+    (Ray's RAY_TMPDIR; short, as Ray's socket paths must be), so procs.ray_started(folder)
+    says whether it started a Ray."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rw"))
+    yield {**os.environ, "RAY_TMPDIR": str(folder)}, folder
+    shutil.rmtree(folder, ignore_errors=True)

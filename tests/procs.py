@@ -70,3 +70,9 @@ def _hex_ip(h: str) -> str:
         return socket.inet_ntop(socket.AF_INET, bytes.fromhex(h)[::-1])
     raw = b"".join(bytes.fromhex(h[i:i + 8])[::-1] for i in range(0, 32, 8))
     return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+
+def ray_started(folder: Path) -> bool:
+    """A Ray kept a session folder under `folder` (its RAY_TMPDIR): a Ray was started."""
+    return any(folder.rglob("session_*"))

@@ -20,6 +20,7 @@ import yaml
 from mnist_dist.tuning.driver.console import SweepProgress
 
 from .conftest import DATA_DIR, REPO, RUN
+from .procs import ray_started
 
 NOISE = ("Traceback", "actor died", "Actor died", "INFO", "Checkpoint successfully created", "WARNING:")
 
@@ -185,15 +186,16 @@ def test_final_seeds_lines_compare_the_best_and_baseline_configs():
         "final seeds: no best config"]
 
 
-def test_a_slow_sweep_is_estimated_before_it_trains():
+def test_a_slow_sweep_is_estimated_before_it_trains(ray_watch):
     """alexnet on this CPU: a few real training steps, then the warning with the alternatives,
     and (--estimate-only) no Ray and no training."""
-    out = subprocess.run(RUN + ["alexnet", "--estimate-only"], capture_output=True, text=True, timeout=600)
+    env, ray_tmp = ray_watch
+    out = subprocess.run(RUN + ["alexnet", "--estimate-only"], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("WARNING: estimate on this machine:")
     for alternative in ("--smoke-test", "--trials", "ray up cluster.yaml", "--address auto"):
         assert alternative in out.stdout
-    assert "Started a local Ray instance" not in out.stdout + out.stderr
+    assert not ray_started(ray_tmp)
     hours = re.search(r"the sweep about (\d+):\d\d:\d\d", out.stdout)
     assert hours and int(hours.group(1)) >= 2  # over two hours on 2 CPU cores
 

@@ -4,7 +4,6 @@ its own with one warning and a public fallback, and a whole sweep with every hoo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from mnist_dist.tuning import internals
 
 from .conftest import RUN
+from .procs import ray_started
 
 
 @pytest.fixture(autouse=True)
@@ -143,8 +143,8 @@ def test_ray_node_gives_the_processes_and_temp_folder_of_a_real_ray():
 
 
 @pytest.mark.slow
-def test_a_sweep_with_every_hook_off_still_completes(tmp_path):
-    env = {**os.environ, internals.DISABLE_ENV: "all"}
+def test_a_sweep_with_every_hook_off_still_completes(tmp_path, ray_watch):
+    env = {**ray_watch[0], internals.DISABLE_ENV: "all"}
     out = subprocess.run(RUN + ["mlp", "--smoke-test", "--results-dir", str(tmp_path), "--name", "plain"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -152,3 +152,4 @@ def test_a_sweep_with_every_hook_off_still_completes(tmp_path):
     assert len(warnings) == len(internals.HOOKS), out.stderr
     summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert summary["completed"] == 2 and (tmp_path / "plain" / "best" / "model.pt").is_file()
+    assert ray_started(ray_watch[1])  # what the tests of commands that must not start Ray rely on

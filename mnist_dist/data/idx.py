@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 UINT8 = 0x08
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset file or folder is missing, corrupt or inconsistent."""
 
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..data.transforms import InputSpec
 from ..layout import atomic_write
 from .registry import UnknownModelError, create_model, get_entry, list_models
+from ..errors import UserError
 
 FORMAT = "mnist-dist-model/1"
 
@@ -50,7 +51,7 @@ def atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A model file that cannot be used; the message is one line naming the file and what
     is wrong with it."""
 
