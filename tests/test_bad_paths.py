@@ -166,6 +166,7 @@ CULPRITS = {  # folder -> (file, content, what its warning says)
     "no-status": ("trials.csv", "x;y\n\x00\x01\n", "no column status"),
     "foreign-db": ("optuna.db", None, "not an Optuna study database"),
     "not-a-db": ("optuna.db", "just text\n", "not an Optuna study database"),
+    "interrupted": ("resume.pt", "epoch 1", "mnist-dist train --resume"),
 }
 
 
@@ -194,7 +195,7 @@ def reported(tmp_path_factory):
     sweep_folder(root, "good")
     for name, (filename, content, _) in CULPRITS.items():
         folder = sweep_folder(root, name)
-        if filename == "run.json":  # a run's folder: no sweep summary beside it
+        if filename in ("run.json", "resume.pt"):  # a run's folder: no sweep summary beside it
             (folder / "summary.json").unlink()
         if content is None:
             foreign_sqlite(folder / filename)
@@ -244,7 +245,8 @@ def test_report_reads_a_real_study_without_writing_to_it(tmp_path, capsys):
 @pytest.mark.parametrize("url, shown", [
     (SECRET_URL, "postgresql://user:***@db.example.com:5432/optuna"),
     ("mysql://u:p@ss/w@host/db", "mysql://u:***@host/db"),
-    ("postgresql://host/db?user=u&password=pw&sslmode=require", "postgresql://host/db?user=u&password=***&sslmode=require"),
+    ("postgresql://host/db?user=u&password=pw&sslmode=require",
+     "postgresql://host/db?user=u&password=***&sslmode=require"),
     ("postgresql://user@host/db", "postgresql://user@host/db"),
     ("sqlite:////data/x:y@z/optuna.db", "sqlite:////data/x:y@z/optuna.db"),
 ])
@@ -263,7 +265,8 @@ def test_masked_storage_url_in_config_files(tmp_path):
     for name in ("config.json", "config.yaml"):
         text = (tmp_path / name).read_text()
         assert "s3cret-pw" not in text and "user:***@db.example.com" in text, name
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["options"]["storage"].endswith(":***@db.example.com:5432/optuna")
+    options = yaml.safe_load((tmp_path / "config.yaml").read_text())["options"]
+    assert options["storage"] == "postgresql://user:***@db.example.com:5432/optuna"
 
 
 @pytest.mark.parametrize("argv", [["--storage", SECRET_URL], [f"--storage={SECRET_URL}"]])

@@ -102,7 +102,8 @@ def read_csv(path: Path, what: str, warnings: list[str], needs: tuple[str, ...] 
         return None
     wrong = [c for c in numeric if pd.to_numeric(df[c], errors="coerce").isna().any()]
     if wrong:
-        warnings.append(f"{path.parent}: {path.name} has values that are not numbers in {', '.join(wrong)}; no {what}")
+        warnings.append(f"{path.parent}: {path.name} has values that are not numbers in {', '.join(wrong)}; "
+                        f"no {what}")
         return None
     return df
 
@@ -198,6 +199,10 @@ def load_folder(folder: Path, warnings: list[str]) -> Source | None:
                             "arch and dataset); skipped")
             return None
         return loader(folder, clean(summary), warnings)
+    if (folder / layout.RESUME).is_file():
+        warnings.append(f"{folder}: an interrupted training run ({layout.RESUME}, no {layout.RUN_JSON} yet); "
+                        f"skipped. Continue it with `mnist-dist train --resume {folder}`")
+        return None
     warnings.append(f"{folder}: neither summary.json (sweep) nor run.json (training run); an unfinished "
                     "or crashed run? skipped")
     return None

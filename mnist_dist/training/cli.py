@@ -116,7 +116,8 @@ def new_run(args) -> RunPlan:
     if args.smoke_test:
         overrides = {"train_limit": 2000, "test_limit": 1000, "epochs": 1, **overrides}
     plan = RunPlan(resolve(args.arch, overrides, source=args.config or "command line"), Path())
-    plan.out = results_dir / (args.name or f"train-{plan.cfg.arch}-{plan.data_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    default = f"train-{plan.cfg.arch}-{plan.data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    plan.out = results_dir / (args.name or default)
     if plan.out.exists() and not plan.out.is_dir():
         raise ConfigError(f"{plan.out} is a file, not a run folder; pass another --name")
     if (plan.out / layout.RESUME).is_file() and not (plan.out / layout.RUN_JSON).is_file():
@@ -138,7 +139,8 @@ def resumed_run(args) -> RunPlan:
     if not out.is_dir():
         raise ConfigError(f"--resume {out}: no such folder")
     if not config.is_file() or (out / layout.SUMMARY_JSON).exists():  # a sweep's folder has a config.json too
-        raise ConfigError(f"--resume {out}: not a training run folder (no {layout.CONFIG_JSON} of `mnist-dist train`)")
+        raise ConfigError(f"--resume {out}: not a training run folder "
+                          f"(no {layout.CONFIG_JSON} of `mnist-dist train`)")
     if (out / layout.RUN_JSON).exists():
         raise ConfigError(f"--resume {out}: this run has already ended ({layout.RUN_JSON} is written); "
                           "nothing to continue")
@@ -158,6 +160,8 @@ def interrupted_message(plan: RunPlan) -> str:
     """The one line an interrupted run ends with."""
     if not plan.made:
         return "interrupted before training started; nothing was written"
+    if plan.reporter is None and plan.resuming:  # still loading: its saved epochs are untouched
+        return f"interrupted before training continued; continue with: {continue_command(plan.out)}"
     done = plan.reporter.saved_epoch if plan.reporter else 0
     kept = (f"after epoch {done}/{plan.cfg.epochs}: its history and best model so far are in {plan.out}"
             if done else "before its first epoch ended")
