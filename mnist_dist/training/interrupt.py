@@ -13,10 +13,14 @@ import contextlib
 import signal
 import threading
 
+from ..errors import INTERRUPTED, TERMINATED
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
+    """The signals that stopped a run, and the handler that turns them into KeyboardInterrupt."""
+
     def __init__(self):
         self.received: list[int] = []
         self._holding = False
@@ -59,4 +63,4 @@ class StopSignals:
     def exit_code(self) -> int:
         """What a shell reports for the signal that stopped the run: 143 for SIGTERM, 130 for
         Ctrl-C (also for a KeyboardInterrupt no handler of ours saw)."""
-        return 128 + (signal.SIGTERM if signal.SIGTERM in self.received else signal.SIGINT)
+        return TERMINATED if signal.SIGTERM in self.received else INTERRUPTED
