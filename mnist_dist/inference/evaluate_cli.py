@@ -6,7 +6,11 @@
   `predict`, so the figure is what `predict` will do on such images. ROOT/test/ is
   used when there is one (the layout `load_image_folder` trains on), otherwise every
   image under ROOT. Labels come from `{label}/` subfolders or `{label}_{index}.png`;
-  a label is a class name or a class number (0 = the model's first class).
+  a label is a class name or a class number (0 = the model's first class). A file
+  that cannot be used gets one `error:` line and is left out.
+
+Exit status: 0 evaluated on every image; 1 some images were left out (the figures are
+over the others); 2 no usable image at all, or bad usage (flag values, the model file).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 
 from ..data import DataError, load_dataset
 from ..evaluation import evaluate, evaluate_checkpoint, format_evaluation
-from .common import add_model_flag, add_preprocess_flags
+from .common import add_model_flag, add_preprocess_flags, check_device, check_positive
 from .files import labelled_images
 from .predictor import Predictor
 from .preprocess import ImageError
@@ -39,6 +43,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    check_device(args.device)  # flag values first: before the model is loaded (exit 2)
+    check_positive("--limit", args.limit)
     pred = Predictor(args.model, args.preprocess, args.device)
     if args.images:  # photos and scans: through predict's preprocessing
         source, x, y, failed = _image_folder(pred, args)
@@ -72,7 +78,7 @@ def _image_folder(pred: Predictor, args) -> tuple[str, torch.Tensor, torch.Tenso
     if unknown:
         raise DataError(f"{folder}: labels {', '.join(unknown)} are not classes of this model "
                         f"({', '.join(pred.classes)}) nor class numbers 0-{len(pred.classes) - 1}")
-    if args.limit:
+    if args.limit is not None:
         items = items[:args.limit]
     images, labels, failed = [], [], 0
     for path, label in items:

@@ -24,7 +24,9 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]
 
 
 def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files under folder, by name. Anything but a folder counts (a broken link or a
+    pipe named like an image is reported by read_image rather than silently passed over)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
 
 
 def _suffixes() -> str:

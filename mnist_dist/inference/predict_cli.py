@@ -2,14 +2,17 @@
 
 One line per image on stdout (or a JSON list with --json); a file that cannot be
 read or holds no character gets one `error:` line on stderr and the others are
-still predicted. Exit status 1 when any file failed, 2 when the model is unusable.
+still predicted. Exit status: 0 all predicted; 1 some files failed (the others are
+printed); 2 none could be predicted, or bad usage (flag values, the model file).
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from .common import add_model_flag, add_preprocess_flags
+from ..errors import ConfigError
+from .common import add_model_flag, add_preprocess_flags, check_device, check_positive
 from .files import expand
 from .predictor import Failure, Prediction, Predictor, save_preprocessed
 
@@ -31,9 +34,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    check_arguments(args)
     predictor = Predictor(args.model, args.preprocess, args.device)
     files, missing = expand(args.paths)
-    results = predictor.predict_files(files, max(1, args.batch_size))
+    results = predictor.predict_files(files, args.batch_size)
     failures = [Failure(str(p), msg) for p, msg in missing] + [r for r in results if isinstance(r, Failure)]
     predictions = [r for r in results if isinstance(r, Prediction)]
     for f in failures:
@@ -48,7 +52,19 @@ def run(args) -> int:
     else:
         for p in predictions:
             print(format_line(p, args.top_k))
-    return 1 if failures else 0
+    if not failures:
+        return 0
+    return 1 if predictions else 2  # a partial result, or nothing at all
+
+
+def check_arguments(args) -> None:
+    """Flag values, before the model is loaded or any image read (ConfigError: exit 2)."""
+    check_device(args.device)
+    check_positive("--batch-size", args.batch_size)
+    check_positive("--top-k", args.top_k)
+    out = Path(args.show_preprocessed) if args.show_preprocessed else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--show-preprocessed {out}: exists and is not a folder")
 
 
 def format_line(p: Prediction, top_k: int = 1) -> str:
