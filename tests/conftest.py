@@ -6,6 +6,8 @@ once on a fresh machine through the downloader users get.
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -157,3 +159,31 @@ def ray_watch():
     folder = Path(tempfile.mkdtemp(prefix="rw"))
     yield {**os.environ, "RAY_TMPDIR": str(folder)}, folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- sweep specs and what a sweep leaves behind (shared by the test modules) ---------------
+
+def write_spec(path: Path, **spec) -> Path:
+    """A sweep YAML with exactly these keys."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def read_events(sweep_dir: Path) -> list[dict]:
+    """events.jsonl's lines (none before the first trial ended)."""
+    path = sweep_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def study(sweep_dir: Path):
+    """The sweep's Optuna study, read from its optuna.db."""
+    import optuna
+
+    return optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")

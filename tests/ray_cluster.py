@@ -8,7 +8,6 @@ subprocesses, `sweeps/run.py ARCH --address HOST:PORT`, as they would after `ray
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 from mnist_dist.tuning.execution.ray_setup import free_port
 
-from .conftest import DATA_DIR, RUN
+from .conftest import DATA_DIR, RUN, read_csv, read_events
+from .conftest import write_spec as shared_write_spec
 from .procs import cmdline, kill_session, session_pids
 
 RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").exists() \
@@ -183,18 +182,11 @@ class LocalCluster:
 # --- sweep specs and what a sweep leaves behind --------------------------------------------
 
 def write_spec(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump({"baseline_first": False, "scheduler": {"type": "none"}, **spec}))
-    return path
+    """A cluster test's sweep: no baseline trial, no scheduler, unless `spec` says otherwise."""
+    return shared_write_spec(path, **{"baseline_first": False, "scheduler": {"type": "none"}, **spec})
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def events(sweep: Path) -> list[dict]:
-    path = sweep / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+events = read_events
 
 
 def epochs(sweep: Path, trial_id: str) -> list[int]:

@@ -13,10 +13,8 @@ from mnist_dist import layout
 from mnist_dist.models import create_model
 from mnist_dist.models.checkpoint import CheckpointError, atomic_save, load_payload, model_payload
 
+from .conftest import read_csv
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def no_leftovers(folder: Path) -> None:

@@ -15,11 +15,10 @@ from types import SimpleNamespace
 
 import cv2
 import pytest
-import yaml
 
 from mnist_dist.tuning.driver.console import SweepProgress
 
-from .conftest import DATA_DIR, REPO, RUN
+from .conftest import DATA_DIR, REPO, RUN, write_spec
 from .procs import ray_started
 
 NOISE = ("Traceback", "actor died", "Actor died", "INFO", "Checkpoint successfully created", "WARNING:")
@@ -131,10 +130,6 @@ def test_progress_pickled_by_the_previous_version_still_resumes(monkeypatch):
                                            last_result={"status": "completed", "best_val_acc": 0.9})])
     assert "1/7 trials" in out.getvalue()
 
-
-def write_spec(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 metric and mode, image-folder data and one driver per sweep folder (issue 12)."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import subprocess
@@ -13,26 +12,17 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
 
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
 from mnist_dist.tuning.outputs.results import pick_best
 from mnist_dist.tuning.driver.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
 
-from .conftest import REPO, RUN, smoke_options
+from .conftest import REPO, RUN, read_csv, smoke_options, write_spec
 from .procs import ray_started
 
 
 
-def write_spec(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("arch", list_models())
