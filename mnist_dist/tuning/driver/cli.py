@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ... import layout
 from ...models import list_models
-from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
 from ...config import config_flag, non_negative_float, non_negative_int, positive_float, positive_int
+from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
 from .spec import load_spec, schedule_warning
 
 
@@ -116,57 +116,73 @@ def build(args, arch: str):
 
 
 def run(args) -> int:
+    plans = checked_plans(args)
+    from ..execution.ray_setup import token_auth
+
+    token_auth()  # before Ray is imported: releases before 2.60 read their auth mode then
+    if args.estimate_only:
+        from .options import apply_smoke_test, base_config
+        from .runner import preflight
+
+        for spec, opts in plans:
+            if opts.smoke_test:
+                apply_smoke_test(spec)
+            print(preflight(spec, opts, base_config(spec, opts))["message"])
+        return 0
+    failed = 0
+    for spec, opts in plans:
+        code, summary = run_one(args, spec, opts)
+        if code is not None:
+            return code
+        failed += "error" in summary
+    return 1 if failed else 0
+
+
+def checked_plans(args) -> list:
+    """Every sweep the command names, validated (and its warnings said) before Ray starts."""
     if args.name is not None:
         layout.check_name(args.name)
     layout.check_results_dir(args.results_dir)
     args.storage = take_storage_url(args.storage)
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
-    plans = [build(args, a) for a in archs]  # validate every sweep before Ray starts
+    plans = [build(args, a) for a in archs]
     for spec, opts in plans:
         warning = None if opts.smoke_test else schedule_warning(spec)  # a smoke test has no ASHA
         if warning:
             print(f"{spec.arch}: {warning}", file=sys.stderr, flush=True)
-    from .options import apply_smoke_test, base_config
-    from .runner import preflight, run_sweep
+    return plans
 
-    if args.estimate_only:
-        for spec, opts in plans:
-            if opts.smoke_test:
-                apply_smoke_test(spec)
-            print(preflight(spec, opts, base_config(spec, opts))["message"])
-        return 0
 
-    from .console import final_message
-    from ..outputs.results import read_rows
-
-    from .options import sweep_name
+def run_one(args, spec, opts) -> tuple[int | None, dict]:
+    """One sweep run and its closing lines: (the exit status if the command stops here, its summary)."""
     from ..execution.signals import exit_code, set_resume_command, signalled
+    from ..outputs.results import read_rows
+    from .console import final_message
+    from .options import sweep_name
+    from .runner import run_sweep
 
-    failed = 0
-    for spec, opts in plans:
-        set_resume_command(resume_command(args, sweep_name(spec, opts)))
-        try:
-            summary = run_sweep(spec, opts)
-        except (KeyboardInterrupt, Exception) as e:
-            # Ctrl-C outside Tune's runs (before the first trial, at the ensemble), or any error
-            # after a signal (Ray's processes may have had it too: see execution/signals.py)
-            if not (isinstance(e, KeyboardInterrupt) or signalled()):
-                raise
-            if not isinstance(e, KeyboardInterrupt):
-                print(f"after the signal: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            name = sweep_name(spec, opts)
-            started = (Path(opts.results_dir).resolve() / name / layout.TUNE).is_dir()
-            print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"
-                                       if started else "before the first trial; nothing to resume"), flush=True)
-            return exit_code()
-        sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
-        print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
-                            resume_command(args, summary["name"])), flush=True)
-        if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted") or signalled():
-            return exit_code()  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
-        failed += "error" in summary
-    return 1 if failed else 0
+    set_resume_command(resume_command(args, sweep_name(spec, opts)))
+    try:
+        summary = run_sweep(spec, opts)
+    except (KeyboardInterrupt, Exception) as e:
+        # Ctrl-C outside Tune's runs (before the first trial, at the ensemble), or any error
+        # after a signal (Ray's processes may have had it too: see execution/signals.py)
+        if not (isinstance(e, KeyboardInterrupt) or signalled()):
+            raise
+        if not isinstance(e, KeyboardInterrupt):
+            print(f"after the signal: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        name = sweep_name(spec, opts)
+        started = (Path(opts.results_dir).resolve() / name / layout.TUNE).is_dir()
+        print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"
+                                   if started else "before the first trial; nothing to resume"), flush=True)
+        return exit_code(), {}
+    sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
+    print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
+                        resume_command(args, summary["name"])), flush=True)
+    if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted") or signalled():
+        return exit_code(), summary  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
+    return None, summary
 
 
 def resume_command(args, name: str) -> str:
