@@ -377,9 +377,12 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read it ({e.__class__.__name__}: {e})") from None
     if data is None:  # an empty file (or only comments) would silently run the defaults
@@ -388,6 +391,25 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: is a {type(data).__name__}, not a mapping; expected keys and "
                           "values at the top level (key: value)")
     return data
+
+
+def _unique_keys_loader():
+    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the
+    last silently, so `lr: 0.1` ... `lr: 0.001` would run with whichever came second."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def load_config(path: str | Path) -> dict:

@@ -127,6 +127,22 @@ def test_lock_and_log_files_are_not_opened_through_a_symlink(tmp_path, mode):
     assert victim.read_text() == "precious\n"
 
 
+def test_a_download_lock_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
+    """The dataset cache's lock: filelock would open the link's target with O_TRUNC."""
+    from mnist_dist.data import DataError
+    from mnist_dist.data.datasets import DATASETS, _download
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = tmp_path / "cache" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    (folder.parent / ".download.lock").symlink_to(victim)
+    info = DATASETS["mnist"]
+    with pytest.raises(DataError, match="symbolic link"):
+        _download(info, folder)
+    assert victim.read_text() == "precious\n"
+
+
 # --- file modes follow the umask -------------------------------------------------------------
 
 def write_json(path):

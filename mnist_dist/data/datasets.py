@@ -126,7 +126,10 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
 def _download(info: DatasetInfo, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # One download per machine: other workers wait on the lock, then find the files.
-    with FileLock(str(folder.parent / ".download.lock")):
+    lock = folder.parent / ".download.lock"
+    if lock.is_symlink():  # filelock opens it with O_TRUNC, through a link: its target would be emptied
+        raise DataError(f"{lock} is a symbolic link; refusing to write through it (remove it)")
+    with FileLock(str(lock)):
         if not _complete(folder):
             try:
                 _fetch_with_torchvision(info, folder)
