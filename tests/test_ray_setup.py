@@ -222,3 +222,19 @@ def test_workers_get_absolute_data_paths(monkeypatch, tmp_path):
     env = runtime_env()["env_vars"]
     assert env["MNIST_DIST_DATA_DIR"] == str(tmp_path.parent / "data")
     assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
+
+
+@pytest.mark.parametrize("cuda, initialized, gpu_ids, device", [
+    (False, True, [0], "cpu"), (True, True, [], "cpu"), (True, True, [0], "cuda"), (True, False, [], "cuda")],
+    ids=["no CUDA", "given no GPU", "given a GPU", "outside Ray"])
+def test_a_trial_trains_on_the_device_ray_gave_it(cuda, initialized, gpu_ids, device, monkeypatch):
+    """A trial that asked for no GPU trains on the CPU even where CUDA is there."""
+    import ray
+    import torch
+
+    from mnist_dist.tuning.trials.reused import trial_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(ray, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: gpu_ids)
+    assert trial_device().type == device

@@ -33,8 +33,14 @@ def newest_checkpoint(trial_dir: Path) -> Path | None:
 
 
 def trial_device() -> torch.device:
-    # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) this trial was given
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device Ray gave this trial: its GPU (or GPU share; Ray sets CUDA_VISIBLE_DEVICES to
+    it) when the trial asked for one, else the CPU. Ray 2.60 no longer hides the machine's GPUs
+    from an actor that asked for none, so CUDA being there says nothing of the trial's share."""
+    import ray
+
+    if torch.cuda.is_available() and (not ray.is_initialized() or ray.get_gpu_ids()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def use_trial_cpus() -> None:
