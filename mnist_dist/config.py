@@ -8,9 +8,7 @@ result and inside every checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import json
 import math
 import reprlib
 from dataclasses import asdict, dataclass, fields
@@ -280,25 +278,6 @@ def resolve(arch: str, overrides: dict | None = None, source: str = "command lin
         fail(source, "arch", given["arch"], f"the architecture given on the command line ({arch!r}), or no arch key")
     cfg = {**get_entry(arch).baseline, **given, "arch": arch}
     return TrainConfig.from_dict(cfg, source)
-
-
-def save_json(obj, path: Path) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(o):
-    if dataclasses.is_dataclass(o):
-        return asdict(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def flag_type(type_name: str, rng: Range):
