@@ -21,10 +21,11 @@ def test_cluster_yaml_passes_rays_own_validation():
     gpu = workers["gpu_worker"]
     assert gpu["node_config"]["InstanceType"] == "g5.xlarge"
     assert gpu["min_workers"] == 0 < gpu["max_workers"] <= config["max_workers"]
-    # The project on every node, with Ray, Python and the dependencies pinned.
-    pins = re.findall(r'"ray\[[^]]*\]==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    # The project on every node, with Ray, Python and the dependencies at constraints.txt's versions.
+    pins = re.findall(r"^ray==([\d.]+)$", (REPO / "constraints.txt").read_text(), flags=re.M)
     assert config["docker"]["image"] == f"rayproject/ray:{pins[0]}-py311-gpu"
-    assert any("pip install" in c and "/home/ray/mnist-dist" in c for c in config["setup_commands"])
+    assert any("pip install" in c and "/home/ray/mnist-dist" in c and "constraints.txt" in c
+               for c in config["setup_commands"])
     assert config["file_mounts"]["/home/ray/mnist-dist"] == "."
     assert any("MNIST_DIST_DATA_DIR=/home/ray/data" in c for c in config["setup_commands"])
     # Shared storage for results and checkpoints, mounted before the containers start.
