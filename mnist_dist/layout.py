@@ -9,7 +9,8 @@ Free of torch and Ray, so anything can read results with it.
         model.pt  evaluation.json  predictions.npz
     results/NAME/                    a sweep (`python sweeps/run.py ARCH`)
         config.json  config.yaml  summary.json  trials.csv  events.jsonl  optuna.db
-        histories/TRIAL.csv  best/  final/  tune/  train/  asha-state.json  .lock
+        histories/TRIAL.csv  best/  ensemble/  final/  tune/  train/  asha-state.json  .lock
+    results/NAME/final/              --final-seeds: seed-S/  baseline-seed-S/  trials.csv  events.jsonl
 """
 from __future__ import annotations
 
@@ -39,8 +40,13 @@ LOCK = ".lock"  # held by the sweep's driver while it runs
 
 # --- folders inside a sweep -------------------------------------------------------------
 HISTORIES = "histories"
+TRIAL_HISTORY = "{trial_id}.csv"  # inside histories/: one trial's epochs
 BEST = "best"  # the best trial's model, evaluated
+ENSEMBLE = "ensemble"  # the k best trials' models averaged, as one model.pt
+MEMBERS = "members"  # inside ensemble/, while it is built: each candidate's model
 FINAL = "final"  # --final-seeds: the best config retrained with other seeds
+SEED_MODEL = "seed-{seed}"  # inside final/: the best config trained with that seed
+BASELINE_SEED_MODEL = "baseline-seed-{seed}"  # inside final/: the source's baseline config
 TUNE = "tune"  # Ray Tune's experiment (and a single-worker trial's checkpoints)
 TRAIN = "train"  # Ray Train's runs of DDP trials
 

@@ -201,7 +201,7 @@ def test_report_marks_an_interrupted_sweep_as_partial(smoke_sweep, tmp_path):
 
     shutil.copytree(smoke_sweep, tmp_path / smoke_sweep.name)
     path = tmp_path / smoke_sweep.name / "summary.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "interrupted": True, "interrupted_trials": 1}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "incomplete": True, "interrupted_trials": 1}))
     build_report(tmp_path, log=lambda *a: None)
     html = (tmp_path / "report" / "index.html").read_text()
     assert "partial results: the sweep was interrupted after 2 trials (1 cut short)" in html

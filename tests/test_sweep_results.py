@@ -56,18 +56,19 @@ def test_smoke_sweep_two_trials_on_two_workers(smoke_sweep, mnist):
     # --final-seeds 2: the best config retrained with two other seeds, each model saved and
     # evaluated; the figures are those models' test accuracies, their mean and spread.
     final = summary["final_seeds"]
-    assert final["seeds"] == [1000, 2000]
-    check_seed_models(smoke_sweep / "final", "seed", final, summary["best_config"], mnist)
+    best = final["best"]
+    assert best["seeds"] == [1000, 2000] and best["config"] == summary["best_config"]
+    check_seed_models(smoke_sweep / "final", "seed", best, summary["best_config"], mnist)
     # ... and the source's baseline config with the same seeds, unless it was the best
     baseline = final["baseline"]
-    assert baseline["config"] == baseline_point(load_spec("lenet5")) and baseline["seeds"] == final["seeds"]
+    assert baseline["config"] == baseline_point(load_spec("lenet5")) and baseline["seeds"] == best["seeds"]
     final_rows = read_csv(smoke_sweep / "final" / "trials.csv")
     if {k: summary["best_config"][k] for k in baseline["config"]} == baseline["config"]:
-        assert baseline["test_acc"] == final["test_acc"] and {r["role"] for r in final_rows} == {"best"}
+        assert baseline["test_acc"] == best["test_acc"] and {r["role"] for r in final_rows} == {"best"}
     else:
         assert sorted(r["role"] for r in final_rows) == ["baseline", "baseline", "best", "best"]
         check_seed_models(smoke_sweep / "final", "baseline-seed", baseline, baseline["config"], mnist)
-    assert final["gain_over_baseline"] == pytest.approx(final["test_acc_mean"] - baseline["test_acc_mean"])
+    assert final["gain_over_baseline"] == pytest.approx(best["test_acc_mean"] - baseline["test_acc_mean"])
     # config.yaml is config.json; events.jsonl has each trial's start and end; the best
     # model's predictions are the evaluation's.
     assert yaml.safe_load((smoke_sweep / "config.yaml").read_text()) == json.loads(
@@ -105,13 +106,13 @@ def test_final_seeds_train_the_best_and_the_baseline_config_apart():
     best = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.0,
             "batch_size": 64, "lr_schedule": "cosine", "warmup_epochs": 1.0, "augment": "light",
             "label_smoothing": 0.1}
-    configs = final_configs(spec, {"best_config": best}, base)
+    configs = final_configs(spec, best, base)
     assert set(configs) == {"best", "baseline"} and configs["best"] == best
     assert configs["baseline"] == {**baseline_point(spec), "momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}
     for role, config in configs.items():
         assert role_of({**config, "seed": 1000}, configs) == role
     assert role_of(None, configs) is None  # a seed run Ctrl-C stopped before it started
-    same = final_configs(spec, {"best_config": baseline_point(spec)}, base)
+    same = final_configs(spec, baseline_point(spec), base)
     assert list(same) == ["best"]
 
 
@@ -223,7 +224,7 @@ def test_the_ensemble_evaluates_each_candidate_once(smoke_sweep, tmp_path, monke
     monkeypatch.setattr(ensemble, "predict_proba", lambda *a, **k: calls.append(1) or counted(*a, **k))
     rows = read_rows(sweep / "trials.csv")
     base = json.loads((sweep / "config.json").read_text())["base_config"]
-    again = ensemble.build_ensemble(rows, load_spec("lenet5"), sweep, base, summary)
+    again = ensemble.build_ensemble(rows, load_spec("lenet5"), sweep, base, summary["test_acc"]).to_dict()
     assert len(calls) == len(rows) == 2  # one per candidate; the old code made 1 + 2 = 3
     before = summary["ensemble"]
     assert again["val_acc_by_k"] == before["val_acc_by_k"] and again["members"] == before["members"]

@@ -57,7 +57,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     cut = read_csv(sweep / "trials.csv")
     assert {r["status"] for r in cut} == {"completed", "interrupted"}
     cut_summary = json.loads((sweep / "summary.json").read_text())
-    assert cut_summary["interrupted"] is True
+    assert cut_summary["incomplete"] is True
     out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_csv(sweep / "trials.csv")
@@ -65,7 +65,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     status = {float(r["config/lr"]): r["status"] for r in rows}
     assert status[0.001] == "completed" and status[1e-6] == "stopped_by_scheduler"
     summary = json.loads((sweep / "summary.json").read_text())
-    assert summary["interrupted"] is False
+    assert summary["incomplete"] is False
     # the wall time covers the whole search: the part before Ctrl-C and the resumed part
     assert summary["wall_time_s"] > cut_summary["wall_time_s"] + 1.0
     starts = [e["trial_id"] for e in events(sweep) if e["event"] == "start"]
@@ -113,7 +113,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_sweep_cleanly_and_it_resum
     assert "reached Ray's own processes" not in console  # not the watchdog's way out
     resume = console.rstrip().splitlines()[-2]
     assert "--name group" in resume and resume.endswith("--resume")
-    assert json.loads((sweep / "summary.json").read_text())["interrupted"] is True
+    assert json.loads((sweep / "summary.json").read_text())["incomplete"] is True
     assert {r["status"] for r in read_csv(sweep / "trials.csv")} == {"completed", "interrupted"}
     done_before = {e["trial_id"] for e in events(sweep) if e["event"] == "complete"}
     out = subprocess.run(RUN + args + ["--resume"], capture_output=True, text=True, timeout=600)
@@ -217,7 +217,7 @@ def test_a_sweep_stopped_during_its_final_seeds_counts_no_cut_run(tmp_path):
     console = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143 and "Traceback" not in console and "SIGTERM received" not in console
     seeds = json.loads((tmp_path / "seeds" / "summary.json").read_text())["final_seeds"]
-    assert seeds["interrupted"] is True and seeds["test_acc"] == [] and seeds["test_acc_mean"] is None
+    assert seeds["incomplete"] is True and seeds["best"]["test_acc"] == [] and seeds["best"]["test_acc_mean"] is None
     assert [r["status"] for r in read_csv(final / "trials.csv")] == ["interrupted"]
     assert "final seeds interrupted" in console and console.rstrip().splitlines()[-2].endswith("--resume")
 

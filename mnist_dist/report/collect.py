@@ -136,7 +136,7 @@ def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
         warnings.append(f"{folder}: {summary['error']}")
     best = summary.get("best_trial")
     if best:
-        src.history = read_csv(folder / layout.HISTORIES / f"{best}.csv", "learning curves", warnings,
+        src.history = read_csv(folder / layout.HISTORIES / layout.TRIAL_HISTORY.format(trial_id=best), "learning curves", warnings,
                                needs=("epoch",), numeric=("epoch",))
         src.evaluation = read_json(folder / layout.BEST / layout.EVALUATION, "test evaluation", warnings,
                                    required=True)

@@ -6,6 +6,7 @@ import base64
 import time
 from html import escape
 
+from ..tuning.outputs.summary import SweepSummary
 from . import hparams, stats, tables, versus
 
 CSS = """
@@ -170,9 +171,10 @@ def sweep_block(s) -> str:
           f"<span>best trial <code>{escape(str(sm.get('best_trial', '-')))}</code></span>"
           f"<span>test acc {tables.pct(sm.get('test_acc'))}</span>")
     warnings = list(s.edge_warnings)
-    if sm.get("interrupted"):
-        warnings.insert(0, f"partial results: the sweep was interrupted after {sm.get('trials_run', '?')} trials "
-                           f"({sm.get('interrupted_trials', '?')} cut short); resume it with --resume")
+    typed = SweepSummary.from_dict(sm)
+    if typed.incomplete:
+        warnings.insert(0, f"partial results: the sweep was interrupted after {typed.trials_run} trials "
+                           f"({typed.interrupted_trials} cut short); resume it with --resume")
     warn = "".join(f'<div class="warn"><b>WARNING:</b> {escape(w)}</div>' for w in warnings)
     return (f'<h3 id="sweep-{escape(s.source.name)}">{escape(s.source.label)}</h3><p class="kv">{kv}</p>'
             + warn + figs(s.figures) + trials_table(s.source))

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from .. import layout
+from ..tuning.outputs.summary import SweepSummary
 from .collect import Source
 
 # (key, Markdown/HTML header); the CSV uses the keys and raw numbers.
@@ -67,16 +68,24 @@ def history_train_time(src: Source) -> float | None:
     return num(h["epoch_seconds"].sum())
 
 
+def seed_columns(src: Source) -> dict:
+    """The best config's test accuracy over the seeds of --final-seeds, where a sweep has them."""
+    final = SweepSummary.from_dict(src.summary).final_seeds if src.kind == "sweep" else None
+    best = final.best if final else None
+    if best is None or not best.test_acc:
+        return {"test_acc_mean": None, "test_acc_std": None, "seeds": None}
+    return {"test_acc_mean": accuracy(best.test_acc_mean), "test_acc_std": num(best.test_acc_std),
+            "seeds": len(best.test_acc)}
+
+
 def source_row(src: Source) -> dict:
     s = src.summary
     sweep = src.kind == "sweep"
-    seeds = s.get("final_seeds") if isinstance(s.get("final_seeds"), dict) else {}
     pub_text, pub_acc, pub_dataset = published(src.arch, src.dataset)
     test_acc = accuracy(s.get("test_acc"))
     row = {
         "arch": src.arch, "dataset": src.dataset, "kind": src.kind, "source": src.name,
-        "test_acc": test_acc, "test_acc_mean": accuracy(seeds.get("test_acc_mean")),
-        "test_acc_std": num(seeds.get("test_acc_std")), "seeds": len(seeds.get("test_acc") or []) or None,
+        "test_acc": test_acc, **seed_columns(src),
         "test_loss": num(s.get("test_loss")), "val_acc": accuracy(s.get("best_val_acc")),
         "test_images": src.test_images,
         "train_time_s": num(s.get("best_train_time_s")) if sweep else
@@ -87,7 +96,8 @@ def source_row(src: Source) -> dict:
         "completed": s.get("completed"), "stopped_by_patience": s.get(layout.STOPPED_BY_PATIENCE),
         "stopped_by_scheduler": s.get(layout.STOPPED_BY_SCHEDULER), "diverged": s.get("diverged"),
         "failed": s.get("failed"),
-        "interrupted": s.get("interrupted") or None,  # a partial sweep: Ctrl-C before its last trial
+        # a partial sweep: Ctrl-C before its last trial
+        "incomplete": (sweep and SweepSummary.from_dict(s).incomplete) or None,
         "best_config": s.get("best_config") if sweep else run_config(src),
         "published": pub_text, "published_acc": pub_acc, "published_dataset": pub_dataset,
         "diff_vs_published": None if pub_acc is None or test_acc is None else test_acc - pub_acc,

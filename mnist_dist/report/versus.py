@@ -8,6 +8,7 @@ deviations (the larger of the two). The ensemble is one model: its row has no sp
 from __future__ import annotations
 
 from ..evaluation import beats_over_seeds
+from ..tuning.outputs.summary import EnsembleResult, FinalSeeds, SeedStats, SweepSummary
 from .collect import Source
 from .tables import accuracy, md_cell, num, pct, published
 
@@ -18,28 +19,25 @@ NOTES = ("Test accuracy over the seeds of `--final-seeds K` (mean ± std, n seed
          "chosen on validation) is one model. \"beats\" when best - baseline exceeds twice the larger std.")
 
 
-def seed_figure(block) -> dict | None:
-    """{mean, std, n} from a final-seeds block, None when it has no accuracy."""
-    if not isinstance(block, dict):
+def seed_figure(stats: SeedStats | None) -> dict | None:
+    """{mean, std, n} from one config's seed statistics, None when it has no accuracy."""
+    mean = accuracy(stats.test_acc_mean) if stats else None
+    if mean is None or not stats.test_acc:
         return None
-    mean, values = accuracy(block.get("test_acc_mean")), block.get("test_acc") or []
-    if mean is None or not values:
-        return None
-    return {"mean": mean, "std": num(block.get("test_acc_std")) or 0.0, "n": len(values)}
+    return {"mean": mean, "std": num(stats.test_acc_std) or 0.0, "n": len(stats.test_acc)}
 
 
 def versus_row(src: Source) -> dict:
-    s = src.summary
-    final = s.get("final_seeds") if isinstance(s.get("final_seeds"), dict) else {}
-    ens = s.get("ensemble") if isinstance(s.get("ensemble"), dict) else {}
+    s = SweepSummary.from_dict(src.summary)
+    final, ens = s.final_seeds or FinalSeeds(), s.ensemble or EnsembleResult()
     pub_text, pub_acc, _ = published(src.arch, src.dataset)
-    best, baseline = seed_figure(final), seed_figure(final.get("baseline"))
+    best, baseline = seed_figure(final.best), seed_figure(final.baseline)
     row = {"arch": src.arch, "dataset": src.dataset, "source": src.name, "published": pub_text,
            "published_acc": pub_acc, "best": best, "baseline": baseline,
-           "best_single": accuracy(s.get("test_acc")),  # seed 0, when no seeds were retrained
-           "ensemble_acc": accuracy(ens.get("test_acc")), "ensemble_k": ens.get("k"),
-           "gain": None, "beats_baseline": None, "trials": s.get("trials_run"),
-           "wall_time_s": num(s.get("wall_time_s")), "seeds_wall_time_s": num(final.get("wall_time_s"))}
+           "best_single": accuracy(s.best and s.best.test_acc),  # seed 0, when no seeds were retrained
+           "ensemble_acc": accuracy(ens.test_acc), "ensemble_k": ens.k,
+           "gain": None, "beats_baseline": None, "trials": src.summary.get("trials_run"),
+           "wall_time_s": num(src.summary.get("wall_time_s")), "seeds_wall_time_s": num(final.wall_time_s)}
     if best and baseline:
         row["gain"], row["beats_baseline"] = beats_over_seeds(best["mean"], best["std"], baseline["mean"],
                                                               baseline["std"])

@@ -158,6 +158,7 @@ def run_one(args, spec, opts) -> tuple[int | None, dict]:
     """One sweep run and its closing lines: (the exit status if the command stops here, its summary)."""
     from ..execution.signals import exit_code, set_resume_command, signalled
     from ..outputs.results import read_rows
+    from ..outputs.summary import SweepSummary
     from .console import final_message
     from .options import sweep_name
     from .runner import run_sweep
@@ -177,10 +178,11 @@ def run_one(args, spec, opts) -> tuple[int | None, dict]:
         print("\ninterrupted: " + (f"the finished trials are kept. Resume with:\n  {resume_command(args, name)}"
                                    if started else "before the first trial; nothing to resume"), flush=True)
         return exit_code(), {}
-    sweep_dir = Path(opts.results_dir).resolve() / summary["name"]
-    print(final_message(summary, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
-                        resume_command(args, summary["name"])), flush=True)
-    if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted") or signalled():
+    result = SweepSummary.from_dict(summary)
+    sweep_dir = Path(opts.results_dir).resolve() / result.name
+    print(final_message(result, read_rows(sweep_dir / layout.TRIALS_CSV), sweep_dir,
+                        resume_command(args, result.name)), flush=True)
+    if result.unfinished or signalled():
         return exit_code(), summary  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
     return None, summary
 

@@ -19,6 +19,7 @@ from ray.tune import Callback
 from ...progress import Progress, format_seconds, is_terminal
 from ... import layout
 from ...layout import LABELS, ended_status
+from ..outputs.summary import EnsembleResult, FinalSeeds, SweepSummary
 
 
 
@@ -192,42 +193,51 @@ def summary_table(rows: list[dict], metric: str, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def final_message(summary: dict, rows: list[dict], sweep_dir: Path, resume_hint: str) -> str:
+def final_message(summary: SweepSummary, rows: list[dict], sweep_dir: Path, resume_hint: str) -> str:
     """The last lines of a sweep: what happened, the best model, where everything is."""
-    n = {**summary, layout.INTERRUPTED: summary.get("interrupted_trials", 0)}
+    n = {**summary.counts, layout.INTERRUPTED: summary.interrupted_trials}
     counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in layout.ENDED if n.get(s))
-    out = [f"sweep {summary['name']}: {summary['trials_run']} trials ({counts}) in "
-           f"{summary['wall_time_s']:.0f} s", summary_table(rows, summary["metric"])]
-    if "test_acc" in summary:
-        out.append(f"best trial {summary['best_trial']}: {summary['metric']} {summary['best_metric']:.4f}, "
-                   f"test accuracy {summary['test_acc']:.4f} -> {sweep_dir / 'best' / 'model.pt'}")
-        e = summary.get("ensemble") or {}
-        if e.get("error"):
-            out.append(e["error"])
-        elif e:
-            out.append(f"ensemble of the {e['k']} best (k chosen on validation): test accuracy {e['test_acc']:.4f} "
-                       f"(McNemar p={e['mcnemar_vs_best_single']['p_value']:.3f} against the best trial) "
-                       f"-> {e['model']}")
-    elif "error" in summary:
-        out.append(f"no usable model: {summary['error']}")
-    out += final_seeds_lines(summary.get("final_seeds"))
-    if summary.get("interrupted") or (summary.get("final_seeds") or {}).get("interrupted"):
+    out = [f"sweep {summary.name}: {summary.trials_run} trials ({counts}) in "
+           f"{summary.wall_time_s:.0f} s", summary_table(rows, summary.metric)]
+    best = summary.best
+    if best is not None and best.test_acc is not None:
+        out.append(f"best trial {best.best_trial}: {summary.metric} {best.best_metric:.4f}, "
+                   f"test accuracy {best.test_acc:.4f} -> {sweep_dir / layout.BEST / layout.MODEL}")
+        out += ensemble_lines(summary.ensemble)
+    elif summary.error:
+        out.append(f"no usable model: {summary.error}")
+    out += final_seeds_lines(summary.final_seeds)
+    if summary.unfinished:
         out.append(f"interrupted: the finished trials are kept. Resume with:\n  {resume_hint}")
     out.append(f"results: {sweep_dir}  (report: mnist-dist report --results-dir {sweep_dir.parent})")
     return "\n".join(out)
 
 
-def final_seeds_lines(final: dict | None) -> list[str]:
-    """--final-seeds: the best and the baseline config over the same seeds."""
-    cut = ["final seeds interrupted: only the seed runs that finished are counted"] if (final or {}).get(
-        "interrupted") else []
-    if not final or final.get("test_acc_mean") is None:
-        return cut + ([f"final seeds: {final['error']}"] if final and final.get("error") else [])
-    pm = lambda f: f"{100 * f['test_acc_mean']:.2f} +/- {100 * f['test_acc_std']:.2f}%"  # noqa: E731
-    lines = [f"final seeds {', '.join(map(str, final['seeds']))}: best config {pm(final)} test accuracy"]
-    base = final.get("baseline")
-    if base and base.get("test_acc_mean") is not None:
-        verdict = "beats it" if final.get("beats_baseline") else "within 2 std of it"
+def ensemble_lines(e: EnsembleResult | None) -> list[str]:
+    if e is None:
+        return []
+    if e.error:
+        return [e.error]
+    p = e.mcnemar_vs_best_single.p_value if e.mcnemar_vs_best_single else None
+    return [f"ensemble of the {e.k} best (k chosen on validation): test accuracy {e.test_acc:.4f} "
+            f"(McNemar p={'-' if p is None else f'{p:.3f}'} against the best trial) -> {e.model}"]
+
+
+def final_seeds_lines(final: FinalSeeds | dict | None) -> list[str]:
+    """--final-seeds: the best and the baseline config over the same seeds (summary.json's
+    block, of any age, is read as it is)."""
+    if isinstance(final, dict):
+        final = FinalSeeds.from_dict(final)
+    if final is None:
+        return []
+    cut = ["final seeds interrupted: only the seed runs that finished are counted"] if final.incomplete else []
+    best, base = final.best, final.baseline
+    if best.test_acc_mean is None:
+        return cut + ([f"final seeds: {final.error}"] if final.error else [])
+    pm = lambda f: f"{100 * f.test_acc_mean:.2f} +/- {100 * f.test_acc_std:.2f}%"  # noqa: E731
+    lines = [f"final seeds {', '.join(map(str, best.seeds))}: best config {pm(best)} test accuracy"]
+    if base is not None and base.test_acc_mean is not None and final.gain_over_baseline is not None:
+        verdict = "beats it" if final.beats_baseline else "within 2 std of it"
         lines.append(f"  the source's baseline config {pm(base)}: best - baseline "
-                     f"{100 * final['gain_over_baseline']:+.2f} pp, {verdict}")
+                     f"{100 * final.gain_over_baseline:+.2f} pp, {verdict}")
     return lines + cut

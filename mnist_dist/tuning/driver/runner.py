@@ -11,13 +11,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ... import layout
 from ...config import ConfigError
 from ...layout import save_json
 from .. import internals
+from ..outputs.summary import EnsembleResult, SweepSummary, read_summary, write_summary
 from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
@@ -154,9 +155,9 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     base = base_config(spec, opts)  # what every trial shares, computed once
     ray = _start_ray(spec, opts, base, sweep_dir)
     summary = _search(spec, opts, sweep_dir, ray, base)
-    if not summary.get("interrupted"):
-        _after_search(summary, spec, opts, sweep_dir, ray, base)
-    return summary
+    if not summary.incomplete:
+        summary = _after_search(summary, spec, opts, sweep_dir, ray, base)
+    return summary.to_dict()
 
 
 def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path):
@@ -180,7 +181,7 @@ def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path)
     return ray
 
 
-def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> dict:
+def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> SweepSummary:
     """Tune's run, from the first trial to the last, then its results collected."""
     from ..outputs.results import collect
 
@@ -200,29 +201,36 @@ def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dic
     return collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
 
 
-def _after_search(summary: dict, spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> None:
-    """The ensemble of the best trials and, with --final-seeds, the seed runs: each added to
-    the summary as it ends, so an interrupted seed run still leaves the ensemble written."""
-    if "best_trial" in summary:
-        from ..outputs.ensemble import build_ensemble
-        from ..outputs.results import read_rows
-
-        try:
-            ensemble = build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary)
-        except (OSError, RuntimeError, ValueError) as e:  # the sweep's results stand without it
-            ensemble = {"error": f"no ensemble: {type(e).__name__}: {e}"}
-            print(f"warning: {ensemble['error']}", file=sys.stderr, flush=True)
-        if ensemble:
-            summary["ensemble"] = ensemble
-            save_json(summary, sweep_dir / layout.SUMMARY_JSON)
+def _after_search(summary: SweepSummary, spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray,
+                  base: dict) -> SweepSummary:
+    """The ensemble of the best trials and, with --final-seeds, the seed runs: summary.json
+    is written again as each ends, so an interrupted seed run still leaves the ensemble there."""
+    if summary.best is not None:
+        ensemble = _ensemble(summary, spec, sweep_dir, base)
+        if ensemble is not None:
+            summary = replace(summary, ensemble=ensemble)
+            write_summary(summary, sweep_dir)
     if opts.final_seeds:
         from ..outputs.final import run_final_seeds
 
         limit = concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)
         t0 = time.time()
-        summary["final_seeds"] = run_final_seeds(spec, opts, sweep_dir, summary, base, limit)
-        summary["final_seeds"]["wall_time_s"] = time.time() - t0
-        save_json(summary, sweep_dir / layout.SUMMARY_JSON)
+        final = run_final_seeds(spec, opts, sweep_dir, summary.best and summary.best.best_config, base, limit)
+        summary = replace(summary, final_seeds=replace(final, wall_time_s=time.time() - t0))
+        write_summary(summary, sweep_dir)
+    return summary
+
+
+def _ensemble(summary: SweepSummary, spec: SweepSpec, sweep_dir: Path, base: dict) -> EnsembleResult | None:
+    """The ensemble of the best trials; None with fewer than two, its error if it failed."""
+    from ..outputs.ensemble import build_ensemble
+    from ..outputs.results import read_rows
+
+    try:
+        return build_ensemble(read_rows(sweep_dir / layout.TRIALS_CSV), spec, sweep_dir, base, summary.best.test_acc)
+    except (OSError, RuntimeError, ValueError) as e:  # the sweep's results stand without it
+        print(f"warning: no ensemble: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return EnsembleResult(error=f"no ensemble: {type(e).__name__}: {e}")
 
 
 def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path) -> None:
@@ -237,8 +245,8 @@ def previous_wall_time(sweep_dir: Path) -> float:
     """The search time a resumed sweep had already spent (its last summary.json; a driver
     killed before writing one leaves 0), so summary.json's wall time covers the whole search."""
     try:
-        return float(json.loads((sweep_dir / layout.SUMMARY_JSON).read_text()).get("wall_time_s") or 0.0)
-    except (OSError, ValueError, TypeError, AttributeError):
+        return float(read_summary(sweep_dir).wall_time_s)
+    except (OSError, ValueError):
         return 0.0
 
 

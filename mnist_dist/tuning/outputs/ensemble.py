@@ -18,6 +18,7 @@ from ... import layout
 from ...evaluation import discordant, eval_device, evaluate_checkpoint, mcnemar, predict_proba, save_evaluation
 from ...models.checkpoint import Ensemble, atomic_save, input_spec, load_model, load_payload
 from .results import fetch_model, ranked, sweep_data
+from .summary import EnsembleResult, McNemarSummary
 
 MAX_MEMBERS = 5
 
@@ -49,15 +50,16 @@ def accuracy_by_k(probs: list[torch.Tensor], y: torch.Tensor) -> list[float]:
             for k in range(1, len(probs) + 1)]
 
 
-def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict, best: dict) -> dict | None:
+def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict,
+                   best_test_acc: float) -> EnsembleResult | None:
     """Choose k on validation, save and evaluate the ensemble; None with fewer than 2 trials.
-    `best` is the sweep's summary, its best model already evaluated (best/predictions.npz)."""
+    `best_test_acc` is the sweep's best model's, already evaluated (best/predictions.npz)."""
     candidates = ranked(rows, spec.metric, spec.mode)[:MAX_MEMBERS]
     if len(candidates) < 2:
         return None
-    out = sweep_dir / "ensemble"
+    out = sweep_dir / layout.ENSEMBLE
     shutil.rmtree(out, ignore_errors=True)
-    paths = [fetch_model(r["checkpoint_path"], out / "members" / r["trial_id"]) for r in candidates]
+    paths = [fetch_model(r["checkpoint_path"], out / layout.MEMBERS / r["trial_id"]) for r in candidates]
     data = sweep_data(base)
     val = accuracy_by_k(*member_probabilities(paths, data, base))
     k = max(range(len(val)), key=lambda i: (val[i], -i)) + 1  # ties: fewer members
@@ -66,15 +68,14 @@ def build_ensemble(rows: list[dict], spec, sweep_dir: Path, base: dict, best: di
     metrics = {"members": [r["trial_id"] for r in candidates[:k]], "val_acc": val[k - 1]}
     atomic_save({**payload, "members": k, "metrics": metrics, "state_dict": {
         name: t.detach().cpu().clone() for name, t in ensemble.state_dict().items()}}, out / layout.MODEL)
-    shutil.rmtree(out / "members", ignore_errors=True)
+    shutil.rmtree(out / layout.MEMBERS, ignore_errors=True)
     ev = evaluate_checkpoint(out / layout.MODEL, data)
     save_evaluation(ev, out)
     # the best model's test predictions, as the sweep's summary saved them a moment ago
     single = np.load(sweep_dir / layout.BEST / layout.PREDICTIONS)["predictions"]
     b, c = discordant(ev["labels"], ev["predictions"], single)
     test = mcnemar(b, c)
-    return {"k": k, "members": metrics["members"], "val_acc_by_k": val, "val_acc": val[k - 1],
-            "test_acc": ev["accuracy"], "test_loss": ev["loss"], "best_single_test_acc": best["test_acc"],
-            "mcnemar_vs_best_single": {"ensemble_right_single_wrong": b, "ensemble_wrong_single_right": c,
-                                       "p_value": test.p_value, "method": test.method},
-            "model": str(out / layout.MODEL)}
+    return EnsembleResult(k=k, members=tuple(metrics["members"]), val_acc_by_k=tuple(val), val_acc=val[k - 1],
+                          test_acc=ev["accuracy"], test_loss=ev["loss"], best_single_test_acc=best_test_acc,
+                          mcnemar_vs_best_single=McNemarSummary(int(b), int(c), float(test.p_value), test.method),
+                          model=str(out / layout.MODEL))

@@ -7,7 +7,6 @@ between two configs (or architectures) is noise. The baseline gets the same seed
 from __future__ import annotations
 
 import shutil
-import statistics
 from pathlib import Path
 
 from ... import layout
@@ -17,16 +16,17 @@ from ..execution.plan import make_trainable, reuses_processes, trial_checkpoints
 from ..driver.estimate import epochs_expected
 from .events import EventLog
 from .results import evaluate_model, fetch_model, mark_interrupted, trial_row
+from .summary import FinalSeeds, SeedStats
 from ..driver.spec import baseline_point
 from ..execution.signals import fit
 
 BEST, BASELINE = "best", "baseline"
 
 
-def final_configs(spec, summary: dict, base: dict) -> dict[str, dict]:
+def final_configs(spec, best_config: dict, base: dict) -> dict[str, dict]:
     """{role: searched params}; every config names the same keys (a key one of them does not
     search takes the shared value), so a trial's config says which role it is."""
-    configs = {BEST: dict(summary["best_config"])}
+    configs = {BEST: dict(best_config)}
     if spec.baseline_first:
         configs[BASELINE] = baseline_point(spec)
     keys = sorted({k for c in configs.values() for k in c})
@@ -44,14 +44,7 @@ def role_of(config: dict | None, configs: dict[str, dict]) -> str | None:
 
 
 def model_dir(out: Path, role: str, seed: int) -> Path:
-    return out / (f"seed-{seed}" if role == BEST else f"{role}-seed-{seed}")
-
-
-def seed_stats(seeds: list[int], accs: dict[int, float]) -> dict:
-    values = [accs[s] for s in seeds if s in accs]
-    return {"seeds": seeds, "test_acc": values,
-            "test_acc_mean": statistics.mean(values) if values else None,
-            "test_acc_std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return out / (layout.SEED_MODEL if role == BEST else layout.BASELINE_SEED_MODEL).format(seed=seed)
 
 
 def seed_tuner(spec, opts, sweep_dir: Path, base: dict, configs: dict, seeds: list, concurrency: int):
@@ -76,11 +69,13 @@ def seed_tuner(spec, opts, sweep_dir: Path, base: dict, configs: dict, seeds: li
                                   checkpoint_config=trial_checkpoints(), callbacks=callbacks))
 
 
-def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, concurrency: int) -> dict:
-    if "best_config" not in summary:
-        return {"error": "no best config to retrain"}
+def run_final_seeds(spec, opts, sweep_dir: Path, best_config: dict | None, base: dict,
+                    concurrency: int) -> FinalSeeds:
+    """Retrain `best_config` (and the baseline config) with the seeds, evaluate each model."""
+    if not best_config:
+        return FinalSeeds(error="no best config to retrain")
     seeds = [spec.seed + 1000 * (i + 1) for i in range(opts.final_seeds)]
-    configs = final_configs(spec, summary, base)
+    configs = final_configs(spec, best_config, base)
     out = sweep_dir / layout.FINAL
     shutil.rmtree(out, ignore_errors=True)  # a resumed sweep retrains them afresh
     tuner = seed_tuner(spec, opts, sweep_dir, base, configs, seeds, concurrency)
@@ -100,13 +95,21 @@ def run_final_seeds(spec, opts, sweep_dir: Path, summary: dict, base: dict, conc
             ev = evaluate_model(fetch_model(row["checkpoint_path"], model_dir(out, role, seed)), base)
             row["test_acc"] = accs[role][seed] = ev["accuracy"]
     write_csv(rows, out / layout.TRIALS_CSV)
-    final = seed_stats(seeds, accs[BEST])
-    final["interrupted"] = bool(cut) or len(rows) < len(configs) * len(seeds)
-    if spec.baseline_first:
-        final[BASELINE] = {"config": baseline_point(spec),
-                           **seed_stats(seeds, accs.get(BASELINE, accs[BEST]))}
-        if final["test_acc_mean"] is not None and final[BASELINE]["test_acc_mean"] is not None:
-            final["gain_over_baseline"], final["beats_baseline"] = beats_over_seeds(
-                final["test_acc_mean"], final["test_acc_std"], final[BASELINE]["test_acc_mean"],
-                final[BASELINE]["test_acc_std"])
-    return final
+    return seed_figures(spec, seeds, accs, best_config,
+                        incomplete=bool(cut) or len(rows) < len(configs) * len(seeds))
+
+
+def seed_figures(spec, seeds: list[int], accs: dict[str, dict[int, float]], best_config: dict,
+                 incomplete: bool) -> FinalSeeds:
+    """Both configs' statistics over the same seeds, and whether the best beats the baseline."""
+    best = SeedStats.measure(seeds, accs[BEST], best_config)
+    if not spec.baseline_first:
+        return FinalSeeds(best=best, incomplete=incomplete)
+    # a baseline that won the search was not retrained apart: its seeds are the best's
+    baseline = SeedStats.measure(seeds, accs.get(BASELINE, accs[BEST]), baseline_point(spec))
+    gain = beats = None
+    if best.test_acc_mean is not None and baseline.test_acc_mean is not None:
+        gain, beats = beats_over_seeds(best.test_acc_mean, best.test_acc_std, baseline.test_acc_mean,
+                                       baseline.test_acc_std)
+    return FinalSeeds(best=best, baseline=baseline, gain_over_baseline=gain, beats_baseline=beats,
+                      incomplete=incomplete)

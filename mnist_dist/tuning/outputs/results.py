@@ -7,12 +7,13 @@ import statistics
 from pathlib import Path
 
 from ... import layout
-from ...layout import save_json, write_csv
+from ...layout import write_csv
 from ...evaluation import evaluate_checkpoint, save_evaluation
 from .. import internals
 from ..driver.options import data_label
 from .events import completed_trials, ended_trials, read_events, trial_wall_times
 from ...layout import ended_status
+from .summary import COUNTED, BestTrial, SweepSummary, write_summary
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
                    "train_seconds", "images_per_sec", "world_size", "node_ids", "best_val_acc", "status")
@@ -61,7 +62,7 @@ def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
     cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns]
     epoch_seconds = 0.0
     if cols:
-        layout.write_csv(df[cols].to_dict("records"), histories / f"{trial_id}.csv", columns=cols)
+        layout.write_csv(df[cols].to_dict("records"), histories / layout.TRIAL_HISTORY.format(trial_id=trial_id), columns=cols)
         epoch_seconds = float(df["epoch_seconds"].sum())
     # the driver's start-to-end time, process start-up included; else Tune's own count
     trial_time = float((walls or {}).get(trial_id) or m.get("time_total_s", 0.0))
@@ -201,7 +202,7 @@ def mark_interrupted(rows: list[dict], events: Path) -> set[str]:
     return unfinished
 
 
-def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> dict:
+def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> SweepSummary:
     """trials.csv, histories/, best/ (the best trial's model, evaluated) and summary.json."""
     histories = sweep_dir / layout.HISTORIES
     histories.mkdir(exist_ok=True)
@@ -209,35 +210,40 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
     unfinished = mark_interrupted(rows, sweep_dir / layout.EVENTS)
     write_csv(rows, sweep_dir / layout.TRIALS_CSV)
-    counts = {s: sum(r["status"] == s for r in rows)
-              for s in layout.ENDED if s != layout.INTERRUPTED}
-    overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
-    reused, processes = process_reuse(rows, sweep_dir / layout.EVENTS)
-    summary = {"kind": "sweep", "name": sweep_dir.name, "arch": spec.arch, "dataset": data_label(spec),
-               "metric": spec.metric, "mode": spec.mode, "trials_run": len(rows), **counts,
-               "workers": opts.scaling.workers, "wall_time_s": wall_time,
-               "overhead_per_trial_s": statistics.mean(overheads) if overheads else None,
-               # the same, for trials that ran in an already-started trial process (each
-               # process's first trial also pays for the process's start-up)
-               "overhead_per_reused_trial_s": statistics.mean(reused) if reused else None,
-               "trial_processes": processes,
-               # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials
-               "train_time_s": sum(r["train_time_s"] for r in rows),
-               "interrupted": bool(unfinished) or len(rows) < spec.trials,
-               "interrupted_trials": len(unfinished)}
     best = pick_best(rows, spec.metric, spec.mode)
-    if best:
-        model_path = fetch_model(best["checkpoint_path"], sweep_dir / layout.BEST)
-        ev = evaluate_model(model_path, base)
-        save_evaluation(ev, sweep_dir / layout.BEST)
-        summary.update(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"], best_metric=best[spec.metric],
-                       best_config={k[7:]: v for k, v in best.items() if k.startswith("config/")},
-                       test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"],
-                       best_images_per_sec=best["images_per_sec"], best_train_time_s=best["train_time_s"])
-    else:
-        summary["error"] = "no trial finished with a usable model; see trials.csv for each trial's error"
-    save_json(summary, sweep_dir / layout.SUMMARY_JSON)
+    summary = SweepSummary(
+        name=sweep_dir.name, arch=spec.arch, dataset=data_label(spec), metric=spec.metric, mode=spec.mode,
+        trials_run=len(rows), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
+        workers=opts.scaling.workers, wall_time_s=wall_time, **overheads(rows, sweep_dir / layout.EVENTS),
+        train_time_s=sum(r["train_time_s"] for r in rows),
+        # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials
+        incomplete=bool(unfinished) or len(rows) < spec.trials, interrupted_trials=len(unfinished),
+        best=best and evaluate_best(best, spec.metric, sweep_dir, base),
+        error=None if best else "no trial finished with a usable model; see trials.csv for each trial's error")
+    write_summary(summary, sweep_dir)
     return summary
+
+
+def overheads(rows: list[dict], events: Path) -> dict:
+    """The mean time a trial spent outside its epochs, over every trial and over the trials
+    that ran in an already-started trial process (each process's first trial also pays for
+    the process's start-up), and how many trial processes there were."""
+    every = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
+    reused, processes = process_reuse(rows, events)
+    return {"overhead_per_trial_s": statistics.mean(every) if every else None,
+            "overhead_per_reused_trial_s": statistics.mean(reused) if reused else None,
+            "trial_processes": processes}
+
+
+def evaluate_best(best: dict, metric: str, sweep_dir: Path, base: dict) -> BestTrial:
+    """The best trial's model copied to best/ and evaluated on the test split."""
+    model_path = fetch_model(best["checkpoint_path"], sweep_dir / layout.BEST)
+    ev = evaluate_model(model_path, base)
+    save_evaluation(ev, sweep_dir / layout.BEST)
+    return BestTrial(best_trial=best["trial_id"], best_val_acc=best["best_val_acc"], best_metric=best[metric],
+                     best_config={k[7:]: v for k, v in best.items() if k.startswith("config/")},
+                     test_acc=ev["accuracy"], test_loss=ev["loss"], parameters=ev["parameters"],
+                     best_images_per_sec=best["images_per_sec"], best_train_time_s=best["train_time_s"])
 
 
 def read_rows(path: Path) -> list[dict]:
