@@ -1,5 +1,5 @@
-"""A sweep's summary.json: one typed shape, one writer, and every reader taking files of any
-age (the report reads sweeps written before a key was renamed or moved)."""
+"""A sweep's summary.json: one typed shape, one writer, and every reader taking both layouts
+found in sweep folders (the report reads folders it did not write)."""
 from __future__ import annotations
 
 import json
@@ -36,10 +36,10 @@ def full_summary() -> SweepSummary:
                                wall_time_s=30.0))
 
 
-def old_summary() -> dict:
-    """summary.json as sweeps wrote it before `incomplete`: the flag named `interrupted`, the
-    best config's seed statistics at the top of `final_seeds`, an old status name, and none
-    of the keys added since."""
+def other_layout() -> dict:
+    """summary.json in the other layout: the search's flag named `interrupted`, the best
+    config's seed statistics at the top of `final_seeds`, a status under its other name
+    (layout.OLD_NAMES), and no `incomplete`, overhead or process keys."""
     return {"kind": "sweep", "name": "old", "arch": "mlp", "dataset": "mnist", "metric": "best_val_acc",
             "mode": "max", "trials_run": 3, "completed": 1, "stopped_early": 1, "failed": 0,
             "wall_time_s": 50.0, "interrupted": True, "interrupted_trials": 1,
@@ -72,8 +72,8 @@ def test_a_sweep_without_a_usable_model_has_its_error_and_no_best_keys():
     assert SweepSummary.from_dict(d) == summary and SweepSummary.from_dict(d).best is None
 
 
-def test_an_old_summary_reads_under_todays_names():
-    summary = SweepSummary.from_dict(old_summary())
+def test_a_summary_in_the_other_layout_reads_into_the_same_types():
+    summary = SweepSummary.from_dict(other_layout())
     assert summary.incomplete is True and summary.interrupted_trials == 1
     assert summary.counts == {layout.COMPLETED: 1, layout.STOPPED_BY_SCHEDULER: 1, layout.FAILED: 0}
     assert summary.best.test_acc == 0.981 and summary.best.best_images_per_sec is None
@@ -83,14 +83,14 @@ def test_an_old_summary_reads_under_todays_names():
     assert final.baseline.config == {"lr": 0.01} and final.baseline.test_acc_mean == 0.979
     assert final.incomplete is True and final.wall_time_s == 12.0 and final.beats_baseline is False
     assert summary.unfinished
-    # written back, it takes today's shape
+    # written back, it takes the one layout write_summary writes
     d = summary.to_dict()
     assert d["incomplete"] is True and "interrupted" not in d
     assert d["final_seeds"]["best"]["test_acc_mean"] == 0.981 and "test_acc_mean" not in d["final_seeds"]
 
 
-def test_the_new_key_wins_over_the_old_one_and_missing_keys_take_defaults():
-    assert SweepSummary.from_dict({**old_summary(), "incomplete": False}).incomplete is False
+def test_incomplete_wins_over_its_alias_and_missing_keys_take_defaults():
+    assert SweepSummary.from_dict({**other_layout(), "incomplete": False}).incomplete is False
     bare = SweepSummary.from_dict({"kind": "sweep", "arch": "mlp", "dataset": "mnist"})
     assert (bare.incomplete, bare.trials_run, bare.best, bare.final_seeds, bare.ensemble) == (False, 0, None, None,
                                                                                                None)
@@ -172,8 +172,8 @@ def report_source(summary: dict):
     return Source("sweep", summary["name"], Path(summary["name"]), summary)
 
 
-@pytest.mark.parametrize("make", [old_summary, lambda: full_summary().to_dict()], ids=["old", "today"])
-def test_the_report_and_the_console_read_summaries_of_either_age(make):
+@pytest.mark.parametrize("make", [other_layout, lambda: full_summary().to_dict()], ids=["other layout", "written"])
+def test_the_report_and_the_console_read_summaries_of_either_layout(make):
     from mnist_dist.report import tables, versus
     from mnist_dist.tuning.driver.console import final_message
 

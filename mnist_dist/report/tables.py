@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from .. import layout
-from ..tuning.outputs.summary import SweepSummary
+from ..tuning.outputs.summary import COUNTED, SweepSummary
 from .collect import Source
 
 # (key, Markdown/HTML header); the CSV uses the keys and raw numbers.
@@ -93,9 +93,7 @@ def source_row(src: Source) -> dict:
         "images_per_sec": num(s.get("best_images_per_sec" if sweep else "images_per_sec")),
         "parameters": s.get("parameters"),
         "trials_run": s.get("trials_run", 1 if not sweep else None),
-        "completed": s.get("completed"), "stopped_by_patience": s.get(layout.STOPPED_BY_PATIENCE),
-        "stopped_by_scheduler": s.get(layout.STOPPED_BY_SCHEDULER), "diverged": s.get("diverged"),
-        "failed": s.get("failed"),
+        **{status: s.get(status) for status in COUNTED},  # trials per status
         # a partial sweep: Ctrl-C before its last trial
         "incomplete": (sweep and SweepSummary.from_dict(s).incomplete) or None,
         "best_config": s.get("best_config") if sweep else run_config(src),

@@ -6,12 +6,13 @@
       FinalSeeds     --final-seeds: the best and the baseline config over the same seeds
         SeedStats    one config's test accuracy per seed, mean and std
 
-summary.json keeps its keys flat where readers always found them (`test_acc`,
-`best_config`, `completed`, ...). `from_dict` reads sweeps of any age: a missing key takes
-its default, a value of the wrong type too (the report reads folders it did not write), and
-the older layouts are taken as they were written: the top-level `interrupted` flag (now
-`incomplete`, so it is not read as the trial status of that name) and `final_seeds` with the
-best config's seed statistics at its top instead of under `best`.
+The best model's figures and the per-status counts sit at the top level of summary.json
+(`test_acc`, `best_config`, `completed`, ...). `from_dict` reads a summary of any sweep: a
+missing key takes its default, and so does a value of the wrong type (the report reads
+folders it did not write). It also takes the other layout found in existing sweep folders:
+the search's flag under the key `interrupted` (the name of a trial status, hence
+`incomplete` here) and `final_seeds` holding the best config's seed statistics at its top
+level instead of under `best`.
 
 Free of torch and Ray, like layout.py, so anything can read a summary with it.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from ... import layout
 
 COUNTED = tuple(s for s in layout.ENDED if s != layout.INTERRUPTED)  # `interrupted_trials` counts the rest
+INCOMPLETE_ALIAS = "interrupted"  # `incomplete` in summaries of the other layout
 
 
 def _num(value, default=None):
@@ -44,9 +46,8 @@ def _items(value) -> tuple:
     return tuple(value) if isinstance(value, list) else ()
 
 
-def _flag(d: dict, key: str, old_key: str) -> bool:
-    """`key`, or in a file written before it was renamed, `old_key`."""
-    return bool(d[key] if key in d else d.get(old_key))
+def _incomplete(d: dict) -> bool:
+    return bool(d["incomplete"] if "incomplete" in d else d.get(INCOMPLETE_ALIAS))
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,11 @@ class FinalSeeds:
     def from_dict(cls, d) -> FinalSeeds | None:
         if not isinstance(d, dict):
             return None
-        # older files hold the best config's statistics at the top of the block
+        # the other layout holds the best config's statistics at the top of the block
         best = SeedStats.from_dict(d["best"] if isinstance(d.get("best"), dict) else d)
         beats = d.get("beats_baseline")
         return cls(best, SeedStats.from_dict(d.get("baseline")), _num(d.get("gain_over_baseline")),
-                   beats if isinstance(beats, bool) else None, _flag(d, "incomplete", "interrupted"),
+                   beats if isinstance(beats, bool) else None, _incomplete(d),
                    _num(d.get("wall_time_s")), _text(d.get("error")))
 
 
@@ -237,7 +238,7 @@ class SweepSummary:
                    overhead_per_trial_s=_num(d.get("overhead_per_trial_s")),
                    overhead_per_reused_trial_s=_num(d.get("overhead_per_reused_trial_s")),
                    trial_processes=_num(d.get("trial_processes"), 0), train_time_s=_num(d.get("train_time_s"), 0.0),
-                   incomplete=_flag(d, "incomplete", "interrupted"),
+                   incomplete=_incomplete(d),
                    interrupted_trials=_num(d.get("interrupted_trials"), 0), best=BestTrial.from_dict(d),
                    error=_text(d.get("error")), ensemble=EnsembleResult.from_dict(d.get("ensemble")),
                    final_seeds=FinalSeeds.from_dict(d.get("final_seeds")), kind=_text(d.get("kind"), "sweep"))
