@@ -64,13 +64,15 @@ def test_a_study_on_a_network_file_system_keeps_sqlites_default_journal(tmp_path
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
 
 
-def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(tmp_path):
-    """Whether Optuna already has a trial's end (a resumed sweep replays trials that ended
-    after Tune's last snapshot) was a storage query per epoch; now once per trial and driver.
-    A restored searcher must ask again: the trial may have ended after its snapshot."""
+def test_a_searcher_asks_the_storage_nothing_per_epoch_and_a_resume_reads_it_once(tmp_path):
+    """Whether Optuna already holds a trial's end (a resumed sweep replays trials that ended
+    after Tune's last snapshot) is read once, by recovery.read, when the sweep resumes; the
+    searcher asks the storage nothing per epoch. A trial told before the kill is not told again."""
     from mnist_dist.tuning.driver.runner import make_searcher
+    from mnist_dist.tuning.execution import recovery
     from mnist_dist.tuning.execution.storage import open_storage
 
+    recovery.start_fresh()
     storage = open_storage(None, tmp_path)
     searcher = make_searcher(load_spec("mlp"), storage, "s")
     assert searcher.suggest("t1") is not None
@@ -79,13 +81,15 @@ def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(t
     storage.get_trial = lambda trial_id: asked.append(trial_id) or get_trial(trial_id)
     for epoch in range(1, 4):
         searcher.on_trial_result("t1", {"best_val_acc": 0.9 + epoch / 100, "training_iteration": epoch})
-    assert len(asked) == 1
+    assert asked == []
     del storage.get_trial  # the class's own again (the searcher's snapshot pickles its storage)
     ot_trial = internals.searcher_trials(searcher)["t1"]
     assert study_values(storage) == {1: 0.91, 2: 0.92, 3: 0.93}
     searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken while t1 runs
     # the driver then ended t1 and was killed before the next snapshot
     searcher.on_trial_complete("t1", {"best_val_acc": 0.93, "training_iteration": 3, "status": "completed"})
+    found = recovery.read(tmp_path, open_storage(None, tmp_path), "s", None)
+    assert found.told == {"t1"} and found.running == () and recovery.current() is found
     resumed = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")
     resumed.restore(str(tmp_path / "searcher.pkl"))
     resumed.on_trial_result("t1", {"best_val_acc": 0.5, "training_iteration": 4})  # the replayed trial
@@ -93,6 +97,27 @@ def test_the_searcher_asks_the_storage_once_per_trial_and_again_after_a_resume(t
     trial = internals.searcher_study(resumed).get_trials()[ot_trial.number]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.93
     assert trial.intermediate_values == {1: 0.91, 2: 0.92, 3: 0.93}
+    recovery.start_fresh()
+
+
+def test_a_resume_hands_optunas_running_trials_to_the_next_tune_trials(tmp_path):
+    """A killed driver asked Optuna for a trial that Tune's snapshot never recorded: the
+    resumed searcher gives it to its next Tune trial, so the two stay one to one."""
+    from mnist_dist.tuning.driver.runner import make_searcher
+    from mnist_dist.tuning.execution import recovery
+    from mnist_dist.tuning.execution.storage import open_storage
+
+    recovery.start_fresh()
+    first = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")
+    first.save(str(tmp_path / "searcher.pkl"))  # the snapshot, before t1 was asked for
+    asked = first.suggest("t1")
+    found = recovery.read(tmp_path, open_storage(None, tmp_path), "s", None)
+    assert len(found.running) == 1 and found.told == frozenset()
+    resumed = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert resumed.suggest("t9") == asked  # the orphan's values, not a new draw
+    assert internals.searcher_trials(resumed)["t9"].number == internals.searcher_trials(first)["t1"].number
+    recovery.start_fresh()
 
 
 def study_values(storage) -> dict:

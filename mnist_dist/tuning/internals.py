@@ -189,7 +189,7 @@ HOOKS = {h.name: h for h in (
     Hook("optuna-ids", "optuna FrozenTrial._trial_id, Trial(study, trial_id), Study._storage",
          "find trials a killed driver left RUNNING and ask the storage whether a trial has ended",
          "a resumed sweep leaves such trials RUNNING in the study", _optuna_ids_present),
-    Hook("checkpoint-folders", "Tune's checkpoint_NNNNNN folder names in a trial's folder",
+    Hook("checkpoint-folders", "Tune's trial folder names (NAME_TRIALID_...) and checkpoint_NNNNNN folders in them",
          "find a trial's newest checkpoint when Tune's record names one replaced since (a driver "
          "killed between the two, or a DDP trial stopped mid-epoch)",
          "such a trial restarts from its first epoch on `--resume`, or its best model is not "
@@ -464,3 +464,8 @@ def newest_checkpoint(trial_folder: Path, *holding: str) -> Path | None:
         return None
     saved = sorted(p for p in Path(trial_folder).glob("checkpoint_*") if all((p / f).is_file() for f in holding))
     return saved[-1] if saved else None
+
+
+def trial_folders(tune_dir: Path, trial_id: str) -> list[Path]:
+    """A Tune trial's folders in the sweep's Tune folder (one per start of the trial)."""
+    return sorted(Path(tune_dir).glob(f"*_{trial_id}_*")) if on("checkpoint-folders") else []

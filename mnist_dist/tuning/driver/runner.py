@@ -23,7 +23,7 @@ from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_
                         trials_per_gpu, trials_that_fit, tune_failures)
 from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from ..execution.ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
-from ..execution.snapshot import repair
+from ..execution import recovery
 from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
 from ..execution.signals import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
 from ..execution.storage import mask_url, open_storage, seal, write_ahead
@@ -107,8 +107,10 @@ def make_scheduler(spec: SweepSpec, sweep_dir: Path):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict, storage=None):
-    """The Tuner of a new sweep (its searcher writing to `storage`), or the one --resume restores."""
+def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict, storage=None,
+               ended: frozenset[str] = frozenset()):
+    """The Tuner of a new sweep (its searcher writing to `storage`), or the one --resume restores
+    (`ended`: the trials it keeps ended, from recovery.read)."""
     from ray import tune
 
     from .console import SweepProgress
@@ -116,7 +118,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
     from ..outputs.events import EventLog
 
     name, trials = sweep_name(spec, opts), spec.trials
-    trainable = make_trainable(opts, sweep_dir, base)
+    trainable = make_trainable(opts, sweep_dir, base, ended)
     callbacks = [EventLog(sweep_dir / layout.EVENTS)]
     if opts.verbose and not opts.ray_logs:
         callbacks.append(SweepProgress(trials, spec.metric, spec.mode, epochs_left=epochs_expected(spec)))
@@ -190,15 +192,25 @@ def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dic
         wait_for_trial_processes(concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent))
     t0 = time.time()
     storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
-    if opts.resume and not opts.storage:
-        write_ahead(sweep_dir)
-    if opts.resume:
-        for name in repair(sweep_dir / layout.TUNE, sessions_folder()):
-            print(f"--resume: {name} was truncated by the kill; restored from Ray's staging copy", flush=True)
-    grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage))
+    found = _recover(spec, opts, sweep_dir) if opts.resume else recovery.start_fresh()
+    grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage, ended=found.ended))
     if not opts.storage:
         seal(sweep_dir, storage)
     return collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
+
+
+def _recover(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> recovery.Recovery:
+    """What the stopped driver left, read once before Tune restores the sweep."""
+    if not opts.storage:
+        write_ahead(sweep_dir)
+    reader = open_storage(opts.storage, sweep_dir)
+    try:
+        found = recovery.read(sweep_dir, reader, sweep_name(spec, opts), sessions_folder())
+    finally:
+        reader.engine.dispose()
+    for name in found.repaired:
+        print(f"--resume: {name} was truncated by the kill; restored from Ray's staging copy", flush=True)
+    return found
 
 
 def _after_search(summary: SweepSummary, spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray,

@@ -61,14 +61,15 @@ def reuses_processes(scaling: Scaling) -> bool:
     return scaling.workers == 1
 
 
-def make_trainable(opts, sweep_dir: Path, base: dict):
-    """The Tune trainable for every trial of the sweep, `base` being the config they share."""
+def make_trainable(opts, sweep_dir: Path, base: dict, ended: frozenset[str] = frozenset()):
+    """The Tune trainable for every trial of the sweep, `base` being the config they share and
+    `ended` the trials a resumed sweep keeps ended (recovery.Recovery.ended)."""
     from ray import tune
 
     if reuses_processes(opts.scaling):
         from ..trials.reused import EpochTrainable
 
-        trainable = tune.with_parameters(EpochTrainable, base=base, events=str(sweep_dir / layout.EVENTS))
+        trainable = tune.with_parameters(EpochTrainable, base=base, ended=ended)
         resources = {"cpu": opts.scaling.cpus_per_worker, "gpu": opts.scaling.gpus_per_worker}
         trainable = tune.with_resources(trainable, resources)
         # Ray names an actor's process after its class's qualified name: `ray::EpochTrainable`

@@ -18,16 +18,17 @@ from ray.tune.search.optuna import OptunaSearch
 from ... import layout
 from ...layout import ended_status
 from .. import internals
+from . import recovery
 
 log = logging.getLogger(__name__)
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
-    """With the fence's `optuna-search` hook off, this is Ray's OptunaSearch unchanged."""
+    """With the fence's `optuna-search` hook off, this is Ray's OptunaSearch unchanged. After a
+    resume it acts on what recovery.read() found, and asks the storage nothing itself."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._unfinished: set[str] = set()  # trials this driver found unfinished in Optuna's storage
         self._aware = internals.on("optuna-search") and internals.on("optuna-ids")
 
     def suggest(self, trial_id: str):
@@ -47,33 +48,21 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         # snapshot; left as is, it would propose those same configs again.
         if self._aware:
             internals.searcher_study(self).sampler.reseed_rng()
-        self._unfinished = set()  # the snapshot's view is stale: ask the storage again
 
     def _orphan(self):
-        """An Optuna trial left RUNNING by a driver that was killed after asking Optuna for
-        it but before Tune's snapshot recorded its Tune trial. The resumed sweep gives its
-        config to the next Tune trial, so Optuna's trials and Tune's stay one to one
-        (the define-by-run space returns the values already stored in it)."""
-        study = internals.searcher_study(self)
+        """An Optuna trial a killed driver left RUNNING (asked for, never in Tune's snapshot):
+        the next Tune trial takes it, and the define-by-run space returns the values already
+        stored in it."""
         mine = {internals.optuna_trial_id(t) for t in internals.searcher_trials(self).values()}
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if internals.optuna_trial_id(frozen) not in mine:
-                return internals.optuna_trial(study, internals.optuna_trial_id(frozen))
+        for storage_id in recovery.current().running:
+            if storage_id not in mine:
+                return internals.optuna_trial(internals.searcher_study(self), storage_id)
         return None
 
     def _told_already(self, trial_id: str) -> bool:
-        """Optuna has this trial's end although Tune is still running it: Tune's snapshot of a
-        sweep is up to 10 s old, and a resumed sweep replays trials that ended after it.
-        Asked of the storage once per trial and driver (a query per epoch cost ~3 ms of
-        every epoch): only this driver tells Optuna a trial's end, and then its results stop."""
-        if trial_id in self._unfinished:
-            return False
-        ot_trial = internals.searcher_trials(self).get(trial_id)
-        storage = internals.study_storage(internals.searcher_study(self))
-        told = ot_trial is not None and storage.get_trial(internals.optuna_trial_id(ot_trial)).state.is_finished()
-        if ot_trial is not None and not told:
-            self._unfinished.add(trial_id)
-        return told
+        """Optuna holds this trial's end although Tune runs it again: Tune's snapshot is up to
+        10 s old, and a resumed sweep replays trials that ended after it."""
+        return trial_id in recovery.current().told
 
     def on_trial_result(self, trial_id: str, result: dict):
         if not self._aware or not self._told_already(trial_id):

@@ -10,8 +10,9 @@ from ... import layout
 from ...layout import write_csv
 from ...evaluation import evaluate_checkpoint, save_evaluation
 from .. import internals
+from ..execution import recovery
 from ..driver.options import data_label
-from .events import completed_trials, ended_trials, read_events, trial_wall_times
+from .events import ended_trials, read_events, trial_wall_times
 from ...layout import ended_status
 from .summary import COUNTED, BestTrial, SweepSummary, write_summary
 
@@ -147,33 +148,6 @@ def evaluate_model(model_path: Path, base: dict) -> dict:
     return evaluate_checkpoint(model_path, sweep_data(base))
 
 
-def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
-    """Trials that ended before a hard-killed driver's last snapshot recorded them: Tune's
-    resumed run does not know them, and their result files may never have been written, but
-    the event log says they ended (Optuna was told how) and their last checkpoint holds
-    every epoch's metrics. Rebuilt from that, trials.csv keeps them."""
-    import pandas as pd
-    from ray import tune
-
-    from ...models.checkpoint import load_payload
-    from ...training.reporting import read_checkpoint
-    from ..trials.reused import newest_checkpoint
-
-    known = {(r.metrics or {}).get("trial_id") for r in grid}
-    found = []
-    for trial_id in sorted(completed_trials(sweep_dir / layout.EVENTS) - known):
-        folders = sorted((sweep_dir / layout.TUNE).glob(f"*_{trial_id}_*"))
-        newest = newest_checkpoint(folders[-1]) if folders else None
-        if newest is None:
-            continue
-        history = read_checkpoint(newest, best_weights=False)["state"]["history"]
-        config = load_payload(newest / layout.MODEL)["config"]
-        metrics = {**history[-1], "trial_id": trial_id, "config": {k: config[k] for k in searched}}
-        found.append(tune.Result(metrics=metrics, checkpoint=tune.Checkpoint(str(newest)), error=None,
-                                 path=str(newest.parent), metrics_dataframe=pd.DataFrame(history)))
-    return found
-
-
 def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
     """The overheads of trials that ran in a trial process an earlier trial had started,
     and how many trial processes there were (none for DDP trials: Ray Train's workers)."""
@@ -207,7 +181,7 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     histories = sweep_dir / layout.HISTORIES
     histories.mkdir(exist_ok=True)
     walls = trial_wall_times(sweep_dir / layout.EVENTS)
-    rows = [trial_row(r, histories, walls) for r in [*grid, *forgotten_trials(grid, sweep_dir, spec.space)]]
+    rows = [trial_row(r, histories, walls) for r in [*grid, *recovery.forgotten_trials(grid, sweep_dir, spec.space)]]
     unfinished = mark_interrupted(rows, sweep_dir / layout.EVENTS)
     write_csv(rows, sweep_dir / layout.TRIALS_CSV)
     best = pick_best(rows, spec.metric, spec.mode)

@@ -23,7 +23,6 @@ from ... import layout
 from ...config import TrainConfig
 from ...training.loop import EpochRun, Trainer, cached_data
 from ...training.reporting import read_checkpoint, write_checkpoint
-from ..outputs.events import completed_trials
 from .. import internals
 
 def newest_checkpoint(trial_dir: Path) -> Path | None:
@@ -55,8 +54,8 @@ def use_trial_cpus() -> None:
 class EpochTrainable(tune.Trainable):
     """One epoch per step; `base` (every trial's shared config) comes from tune.with_parameters."""
 
-    def setup(self, config: dict, base: dict, events: str | None = None):
-        self.base, self.events = base, events
+    def setup(self, config: dict, base: dict, ended: frozenset[str] = frozenset()):
+        self.base, self.ended = base, ended  # ended: trials a resumed sweep keeps ended (execution/recovery.py)
         use_trial_cpus()
         self._start(config)
 
@@ -78,10 +77,9 @@ class EpochTrainable(tune.Trainable):
 
     def _ended_before_resume(self) -> bool:
         """Tune's snapshot of a sweep can be seconds older than a killed driver, so `--resume`
-        may start again a trial that had ended (ASHA stopped it, or it completed): the
-        driver's event log says so. Such a trial is brought to its last checkpoint, whatever
-        the snapshot restored, and stays ended."""
-        if not (self.events and self.trial_id in completed_trials(Path(self.events))):
+        may start again a trial that had ended (ASHA stopped it, or it completed). Such a
+        trial is brought to its last checkpoint, whatever the snapshot restored, and stays ended."""
+        if self.trial_id not in self.ended:
             return False
         folder = internals.trial_folder(self)
         newest = newest_checkpoint(folder) if folder else None
