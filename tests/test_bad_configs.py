@@ -270,3 +270,46 @@ def test_the_validated_sweep_is_what_the_sweep_runs_from(tmp_path):
     assert spec.space == {"lr": {"loguniform": [1e-4, 1e-2]}, "augment": {"choice": ["off", "light"]},
                           "warmup_epochs": {"choice": [0.0, 1.0]}}
     assert spec.points == [{"lr": 3e-3, "augment": "off"}]
+
+
+def started_sweep(tmp_path: Path, trials: int = 2) -> Path:
+    """A sweep folder as a started sweep leaves it: config.json with the sweep it runs."""
+    import json
+
+    spec = load_spec("mlp", overrides={"trials": trials})
+    folder = tmp_path / "results" / "s"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"sweep": spec.to_dict(), "options": {}, "base_config": {}}))
+    return folder
+
+
+@pytest.mark.parametrize("flag, value, key", [("--trials", "4", "trials"), ("--seed", "7", "seed"),
+                                              ("--dataset", "fashion-mnist", "dataset")])
+def test_resume_refuses_a_flag_that_would_change_the_sweep(tmp_path, capsys, flag, value, key):
+    """`--resume --trials 4` on a 2-trial sweep ran nothing and exited 0: the flag is refused."""
+    started_sweep(tmp_path)
+    run_bad(capsys, ["sweep", "mlp", "--resume", "--name", "s", "--results-dir", tmp_path / "results",
+                     flag, value], names=(f"{flag} {value}", f"started with {key}"), root=tmp_path)
+
+
+def test_resume_runs_the_sweep_it_saved_not_the_yaml_as_it_is_now(tmp_path):
+    from mnist_dist.tuning.driver import cli
+
+    folder = started_sweep(tmp_path, trials=3)
+    edited = tmp_path / "mlp.yaml"
+    edited.write_text("trials: 9\nspace:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    import argparse
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["mlp", "--resume", "--name", "s", "--results-dir", str(folder.parent),
+                         "--config", str(edited)])
+    spec, opts = cli.build(args, "mlp")
+    assert spec.trials == 3 and spec.space == load_spec("mlp").space and opts.resume
+
+
+def test_resume_of_a_damaged_config_json_is_one_line(tmp_path, capsys):
+    folder = started_sweep(tmp_path)
+    (folder / "config.json").write_text("{not json")
+    run_bad(capsys, ["sweep", "mlp", "--resume", "--name", "s", "--results-dir", tmp_path / "results"],
+            names=("config.json", "not a sweep's saved config"), root=tmp_path)

@@ -112,7 +112,32 @@ def build(args, arch: str):
         smoke_test=args.smoke_test, data_dir=args.data_dir, storage=args.storage,
         final_seeds=args.final_seeds, verbose=0 if args.quiet else 1,
         ray_logs=args.ray_logs or os.environ.get("MNIST_DIST_RAY_LOGS") == "1")
-    return spec, opts
+    return (resumed_spec(args, spec, opts) if args.resume else spec), opts
+
+
+# What a sweep is fixed when it starts; --resume with one of these set to another value would
+# run a sweep other than the one it continues
+SWEEP_FLAGS = {"trials": "trials", "seed": "seed", "dataset": "dataset"}
+
+
+def resumed_spec(args, spec, opts):
+    """--resume runs the sweep its folder saved (config.json), not the YAML as it is now. A
+    flag asking for another sweep (more trials, another seed) is an error, not ignored."""
+    from ...config import ConfigError
+    from .options import sweep_name
+    from .spec import saved_spec
+
+    config_json = Path(opts.results_dir).expanduser() / sweep_name(spec, opts) / layout.CONFIG_JSON
+    if not config_json.is_file():
+        return spec  # nothing started there: the runner says there is nothing to resume
+    saved = saved_spec(spec.arch, config_json)
+    for flag, key in SWEEP_FLAGS.items():
+        given = getattr(args, flag, None)
+        if given is not None and given != getattr(saved, key):
+            raise ConfigError(f"--{flag} {given} with --resume: the sweep in {config_json.parent} was started "
+                              f"with {key} {getattr(saved, key)!r}, and --resume continues it as it started; "
+                              "start a new sweep (another --name) for other settings")
+    return saved
 
 
 def run(args) -> int:

@@ -159,6 +159,24 @@ def load_spec(arch: str, path: str | Path | None = None, overrides: dict | None 
     return spec
 
 
+def saved_spec(arch: str, config_json: Path) -> SweepSpec:
+    """The sweep a started sweep saved (config.json's "sweep"), checked as a YAML is: the only
+    definition `--resume` runs, whatever the YAML says now."""
+    import json
+
+    where = str(config_json)
+    try:
+        raw = json.loads(Path(config_json).read_text())["sweep"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{where}: not a sweep's saved config ({type(e).__name__}: {e}); "
+                          "--resume needs the config.json the sweep wrote when it started") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'sweep' is not a mapping; --resume needs the config.json the sweep wrote")
+    spec = parse_spec(arch, raw, where)
+    validate(spec, where)
+    return spec
+
+
 def parse_spec(arch: str, raw: dict, where: str) -> SweepSpec:
     """The YAML's top level as a SweepSpec: known keys only, each value of its type and range."""
     known = [k for k in TYPES if k != "arch"]
