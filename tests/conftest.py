@@ -187,3 +187,27 @@ def study(sweep_dir: Path):
     import optuna
 
     return optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def disk_fills_half_way(monkeypatch) -> None:
+    """From now on (until monkeypatch.undo()) a file that layout writes gets half its bytes
+    and then a full disk (ENOSPC), as a disk filling mid-write."""
+    from mnist_dist import layout
+
+    real_fdopen = layout.os.fdopen
+
+    class HalfThenFull:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            self.f.write(text[:len(text) // 2])
+            raise OSError(28, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(layout.os, "fdopen", lambda *a, **kw: HalfThenFull(real_fdopen(*a, **kw)))

@@ -13,7 +13,7 @@ from mnist_dist import layout
 from mnist_dist.models import create_model
 from mnist_dist.models.checkpoint import CheckpointError, atomic_save, load_payload, model_payload
 
-from .conftest import read_csv
+from .conftest import disk_fills_half_way, read_csv
 
 
 
@@ -34,23 +34,7 @@ def test_json_that_cannot_be_serialised_leaves_the_previous_file(tmp_path):
 def test_a_full_disk_half_way_leaves_the_previous_file(tmp_path, monkeypatch):
     summary = tmp_path / "summary.json"
     layout.save_json({"trials_run": 2}, summary)
-    real_fdopen = layout.os.fdopen
-
-    class HalfThenFull:  # the disk fills after half the bytes are written
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, text):
-            self.f.write(text[:len(text) // 2])
-            raise OSError(28, "No space left on device")
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    monkeypatch.setattr(layout.os, "fdopen", lambda *a, **kw: HalfThenFull(real_fdopen(*a, **kw)))
+    disk_fills_half_way(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         layout.save_json({"trials_run": 3, "pad": "x" * 1000}, summary)
     monkeypatch.undo()

@@ -11,6 +11,8 @@ from mnist_dist import layout
 from mnist_dist.tuning.outputs.summary import (BestTrial, EnsembleResult, FinalSeeds, McNemarSummary, SeedStats,
                                                SweepSummary, read_summary, write_summary)
 
+from .conftest import disk_fills_half_way
+
 BEST_CONFIG = {"lr": 0.01, "optimizer": "sgd"}
 BASELINE_CONFIG = {"lr": 0.001, "optimizer": "adam"}
 
@@ -132,23 +134,7 @@ def test_a_crash_while_writing_the_summary_leaves_the_previous_file(tmp_path, mo
     """The disk fills half-way through the new summary: the old one is still there, whole,
     and no temporary file is left beside it."""
     write_summary(SweepSummary(name="before", arch="mlp", dataset="mnist"), tmp_path)
-    real_fdopen = layout.os.fdopen
-
-    class HalfThenFull:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, text):
-            self.f.write(text[:len(text) // 2])
-            raise OSError(28, "No space left on device")
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    monkeypatch.setattr(layout.os, "fdopen", lambda *a, **kw: HalfThenFull(real_fdopen(*a, **kw)))
+    disk_fills_half_way(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         write_summary(full_summary(), tmp_path)
     monkeypatch.undo()
