@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ... import layout
 from ...models import list_models
-from ...config import config_flag, non_negative_float, non_negative_int, positive_float, positive_int
+from ...config import (ConfigError, check_value, config_flag, non_negative_float, non_negative_int,
+                       positive_float, positive_int)
 from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
-from .spec import load_spec, schedule_warning
+from .spec import RANGES, SAMPLERS, TYPES, load_spec, schedule_warning
 
 
 def gpus(s: str) -> float | None:
@@ -27,6 +28,19 @@ def gpus(s: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{value} must be auto, a fraction below 1 (trials sharing "
                                          "a GPU) or a whole number of GPUs")
     return value
+
+
+def sweep_flag(key: str):
+    """An argparse `type=` for a flag that sets a top-level key of the sweep YAML: checked
+    against that key's range (spec.RANGES) as it is parsed, as config_flag does for training
+    fields, so a bad value is argparse's one-line error."""
+    def parse(text: str):
+        try:
+            return check_value(text, TYPES[key], RANGES[key])
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = key
+    return parse
 
 
 def add_arguments(p) -> None:
@@ -46,7 +60,10 @@ def add_arguments(p) -> None:
     p.add_argument("--results-dir", default="results", help="where results/<name>/ goes (may be shared storage)")
     p.add_argument("--name", help="sweep folder name (default: ARCH-DATASET)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its folder")
-    p.add_argument("--seed", type=config_flag("seed"), help="seed for TPE and every trial's training")
+    p.add_argument("--seed", type=config_flag("seed"), help="seed for the sampler and every trial's training")
+    p.add_argument("--sampler", type=sweep_flag("sampler"), metavar="{" + ",".join(SAMPLERS) + "}",
+                   help="search algorithm: Optuna's TPE, Gaussian process, CMA-ES or random search "
+                   "(default: the YAML's, else tpe)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about 20 s)")
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
     p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
@@ -98,7 +115,8 @@ def check_data_folder(dataset: str, data_dir: str | None) -> None:
 def build(args, arch: str):
     from .options import Scaling, SweepOptions
 
-    spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed})
+    spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed,
+                                         "sampler": args.sampler})
     if args.images:
         spec.fixed["images"] = args.images
     if spec.fixed.get("images"):
@@ -117,7 +135,7 @@ def build(args, arch: str):
 
 # What a sweep is fixed when it starts; --resume with one of these set to another value would
 # run a sweep other than the one it continues
-SWEEP_FLAGS = {"trials": "trials", "seed": "seed", "dataset": "dataset"}
+SWEEP_FLAGS = {"trials": "trials", "seed": "seed", "dataset": "dataset", "sampler": "sampler"}
 
 
 def resumed_spec(args, spec, opts):
@@ -172,10 +190,14 @@ def checked_plans(args) -> list:
     validate_gpu_sharing(args)
     archs = list_models() if args.arch == "all" else [args.arch]
     plans = [build(args, a) for a in archs]
+    from .samplers import fallback_note
+
     for spec, opts in plans:
         warning = None if opts.smoke_test else schedule_warning(spec)  # a smoke test has no ASHA
-        if warning:
-            print(f"{spec.arch}: {warning}", file=sys.stderr, flush=True)
+        # said once here: Optuna's own warning, per parameter and trial, is off (samplers.py)
+        for line in (warning, fallback_note(spec)):
+            if line:
+                print(f"{spec.arch}: {line}", file=sys.stderr, flush=True)
     return plans
 
 

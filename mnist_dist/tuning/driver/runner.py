@@ -1,6 +1,7 @@
-"""Run a sweep: Ray Tune + Optuna TPE choosing configs, each trial a reused trial process
-(or a Ray Train DDP run), ASHA stopping poor trials early; then collect everything under
-results/<name>/ and, with --final-seeds, retrain the best config with more seeds.
+"""Run a sweep: Ray Tune + an Optuna sampler (TPE unless the sweep names another) choosing
+configs, each trial a reused trial process (or a Ray Train DDP run), ASHA stopping poor
+trials early; then collect everything under results/<name>/ and, with --final-seeds,
+retrain the best config with more seeds.
 
 The one place that puts the pieces together: options (what the sweep is), ray_setup (the
 Ray it runs on), execution (how trials run), searcher and scheduler, results and final
@@ -82,14 +83,12 @@ def check_dir(sweep_dir: Path, opts: SweepOptions) -> None:
 
 
 def make_searcher(spec: SweepSpec, storage, name: str):
-    import optuna
-
     from ..execution.searcher import BudgetAwareOptunaSearch
+    from .samplers import make_sampler
 
     return BudgetAwareOptunaSearch(
         space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
-        points_to_evaluate=initial_points(spec) or None,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, spec.trials)),
+        points_to_evaluate=initial_points(spec) or None, sampler=make_sampler(spec),
         study_name=name, storage=storage)
 
 

@@ -1,8 +1,8 @@
 """Sweep definitions: `sweeps/<arch>.yaml` <- CLI flags, validated before Ray starts.
 
 The YAML's top level: dataset, metric, mode, trials, max_concurrent, baseline_first,
-seed, scheduler {type, grace_period, reduction_factor, compare_within}, fixed, space
-and points. A search-space entry is one of
+seed, sampler, scheduler {type, grace_period, reduction_factor, compare_within}, fixed,
+space and points. A search-space entry is one of
     {loguniform: [lo, hi]}  {uniform: [lo, hi]}  {int: [lo, hi]}  {choice: [a, b, ...]}
 (uniform and loguniform for number fields, int for integer ones, choice for any),
 optionally with `when: {param: [values]}` to make it conditional (momentum only
@@ -34,6 +34,8 @@ METRICS = {"best_val_acc": "max", "best_val_loss": "min", "val_acc": "max", "val
 SEARCHABLE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "dropout",
               "batch_size", "epochs", "lr_plateau_factor", "early_stopping_patience", "augment",
               "val_fraction", "lr_schedule", "warmup_epochs", "label_smoothing")
+# Optuna's search algorithms a sweep can use (runner.make_searcher builds each)
+SAMPLERS = ("tpe", "gp", "cmaes", "random")
 
 
 @dataclass
@@ -53,7 +55,8 @@ class SweepSpec:
     trials: int = 20
     max_concurrent: int | None = None  # default: as many as the cluster's resources fit
     baseline_first: bool = True  # evaluate the source's baseline config as trial 1
-    seed: int = 0  # seeds the TPE sampler and every trial's training
+    seed: int = 0  # seeds the sampler and every trial's training
+    sampler: str = "tpe"  # the search algorithm: one of SAMPLERS
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     fixed: dict = field(default_factory=dict)  # TrainConfig values held constant
     space: dict = field(default_factory=dict)  # param -> distribution
@@ -72,6 +75,7 @@ RANGES = {
     "trials": Range(1),
     "max_concurrent": Range(1),
     "baseline_first": Range(),
+    "sampler": Range(choices=SAMPLERS),
 }
 SCHEDULER_RANGES = {
     "type": Range(choices=("asha", "none")),
