@@ -163,7 +163,9 @@ def mcnemar_section(rep) -> str:
 def sweep_block(s) -> str:
     sm = s.source.summary
     fmt = lambda v, f: "-" if tables.num(v) is None else f.format(float(v))  # noqa: E731
+    typed = SweepSummary.from_dict(sm)
     kv = (f"<span>metric <code>{escape(str(sm.get('metric', '?')))}</code></span>"
+          f"<span>sampler <code>{escape(typed.sampler)}</code></span>"
           f"<span>trials {escape(str(sm.get('trials_run', '-')))}</span>"
           f"<span>workers/trial {escape(str(sm.get('workers', '-')))}</span>"
           f"<span>wall time {fmt(sm.get('wall_time_s'), '{:.0f} s')}</span>"
@@ -171,7 +173,6 @@ def sweep_block(s) -> str:
           f"<span>best trial <code>{escape(str(sm.get('best_trial', '-')))}</code></span>"
           f"<span>test acc {tables.pct(sm.get('test_acc'))}</span>")
     warnings = list(s.edge_warnings)
-    typed = SweepSummary.from_dict(sm)
     if typed.incomplete:
         warnings.insert(0, f"partial results: the sweep was interrupted after {typed.trials_run} trials "
                            f"({typed.interrupted_trials} cut short); resume it with --resume")

@@ -198,7 +198,7 @@ def final_message(summary: SweepSummary, rows: list[dict], sweep_dir: Path, resu
     n = {**summary.counts, layout.INTERRUPTED: summary.interrupted_trials}
     counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in layout.ENDED if n.get(s))
     out = [f"sweep {summary.name}: {summary.trials_run} trials ({counts}) in "
-           f"{summary.wall_time_s:.0f} s", summary_table(rows, summary.metric)]
+           f"{summary.wall_time_s:.0f} s, sampler {summary.sampler}", summary_table(rows, summary.metric)]
     best = summary.best
     if best is not None and best.test_acc is not None:
         out.append(f"best trial {best.best_trial}: {summary.metric} {best.best_metric:.4f}, "

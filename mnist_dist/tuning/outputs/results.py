@@ -187,7 +187,7 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     best = pick_best(rows, spec.metric, spec.mode)
     summary = SweepSummary(
         name=sweep_dir.name, arch=spec.arch, dataset=data_label(spec), metric=spec.metric, mode=spec.mode,
-        trials_run=len(rows), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
+        sampler=spec.sampler, trials_run=len(rows), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
         workers=opts.scaling.workers, wall_time_s=wall_time, **overheads(rows, sweep_dir / layout.EVENTS),
         train_time_s=sum(r["train_time_s"] for r in rows),
         # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials

@@ -190,6 +190,7 @@ class SweepSummary:
     dataset: str = ""
     metric: str = ""
     mode: str = ""
+    sampler: str = "tpe"  # the search algorithm (spec.SAMPLERS); summaries that predate it used TPE
     trials_run: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # trials per status in COUNTED
     workers: int | None = None  # per trial
@@ -217,7 +218,7 @@ class SweepSummary:
         """summary.json's object; the best model's keys, the error, the ensemble and the
         final seeds are there only when the sweep has them."""
         head = {"kind": self.kind, **{n: getattr(self, n) for n in ("name", "arch", "dataset", "metric", "mode",
-                                                                     "trials_run")}}
+                                                                     "sampler", "trials_run")}}
         tail = {n: getattr(self, n) for n in ("workers", "wall_time_s", "overhead_per_trial_s",
                                               "overhead_per_reused_trial_s", "trial_processes",
                                               "train_time_s", "incomplete", "interrupted_trials")}
@@ -232,7 +233,7 @@ class SweepSummary:
             raise ValueError(f"a sweep summary is a JSON object, not {type(d).__name__}")
         counts = layout.upgrade_counts(d)  # old files name two statuses differently
         texts = {n: _text(d.get(n), "") for n in ("name", "arch", "dataset", "metric", "mode")}
-        return cls(**texts, trials_run=_num(d.get("trials_run"), 0),
+        return cls(**texts, sampler=_text(d.get("sampler"), "tpe"), trials_run=_num(d.get("trials_run"), 0),
                    counts={s: counts[s] for s in COUNTED if _num(counts.get(s)) is not None},
                    workers=_num(d.get("workers")), wall_time_s=_num(d.get("wall_time_s"), 0.0),
                    overhead_per_trial_s=_num(d.get("overhead_per_trial_s")),
