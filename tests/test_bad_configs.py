@@ -231,7 +231,7 @@ PARSED_FLAGS = {
     "--final-seeds -1": (["sweep", "lenet5", "--final-seeds", "-1"], "--final-seeds", "-1 must be >= 0"),
     "--seed -1": (["sweep", "lenet5", "--seed", "-1"], "--seed", "[0, 4294967295]"),
     "--dataset cifar10": (["sweep", "lenet5", "--dataset", "cifar10"], "--dataset", "'mnist'"),
-    "--progress-every 0": (["train", "lenet5", "--progress-every", "0"], "--progress-every", "0.0 must be > 0"),
+    "--progress-every -1": (["train", "lenet5", "--progress-every", "-1"], "--progress-every", "-1.0 must be >= 0"),
     "--progress-every soon": (["train", "lenet5", "--progress-every", "soon"], "--progress-every", "'soon' is not a number"),
 }
 

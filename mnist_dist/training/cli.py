@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import layout
 from ..config import (ConfigError, TrainConfig, add_config_flags, flags_to_overrides, load_config,
-                      positive_float, resolve)
+                      non_negative_float, resolve)
 from ..layout import save_json
 from ..progress import Progress, format_seconds
 from ..models.checkpoint import atomic_save
@@ -38,9 +38,9 @@ def add_arguments(p) -> None:
     p.add_argument("--smoke-test", action="store_true",
                    help="2,000 training images, 1 epoch: checks the whole path in seconds")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
-    p.add_argument("--progress-every", type=positive_float, default=30.0, metavar="SECONDS",
+    p.add_argument("--progress-every", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal, a progress line every SECONDS within an "
-                        "epoch (default: 30); a terminal gets a live bar")
+                        "epoch (default: 30; 0: every update); a terminal gets a live bar")
     add_config_flags(p)
 
 
