@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mnist_dist.tuning.driver.spec import CONFIGS_DIR  # noqa: E402
+from mnist_dist.tuning.spec import CONFIGS_DIR  # noqa: E402
 
 
 def short_yaml(arch: str, epochs: int, folder: Path) -> Path:

@@ -20,7 +20,7 @@ import yaml
 from mnist_dist import layout
 from mnist_dist.progress import format_seconds
 from mnist_dist.tuning.driver.estimate import epochs_ahead, epochs_expected
-from mnist_dist.tuning.driver.spec import load_spec
+from mnist_dist.tuning.spec import load_spec
 
 
 def main() -> None:

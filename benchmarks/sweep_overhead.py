@@ -19,10 +19,10 @@ import time
 
 import yaml
 
-from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+from mnist_dist.tuning.options import Scaling, SweepOptions
 from mnist_dist.tuning.execution.ray_setup import init_ray, stop_ray
 from mnist_dist.tuning.driver.runner import run_sweep
-from mnist_dist.tuning.driver.spec import load_spec
+from mnist_dist.tuning.spec import load_spec
 
 
 def main() -> None:

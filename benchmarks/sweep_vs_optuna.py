@@ -24,8 +24,8 @@ from pathlib import Path
 import optuna
 
 from mnist_dist.config import TrainConfig
-from mnist_dist.tuning.driver.options import SweepOptions, base_config
-from mnist_dist.tuning.driver.spec import initial_points, load_spec, sample
+from mnist_dist.tuning.options import SweepOptions, base_config
+from mnist_dist.tuning.spec import initial_points, load_spec, sample
 from mnist_dist.training.loop import EpochRun, Trainer, load_data, select_device
 
 REPO = Path(__file__).resolve().parents[1]

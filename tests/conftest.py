@@ -119,7 +119,7 @@ def artifacts() -> Path:
 
 
 def smoke_options(results_dir: Path, name: str, workers: int = 2, smoke_test: bool = True, **kw):
-    from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+    from mnist_dist.tuning.options import Scaling, SweepOptions
 
     return SweepOptions(results_dir=str(results_dir), name=name, scaling=Scaling(workers=workers),
                         smoke_test=smoke_test, data_dir=str(DATA_DIR), verbose=0, **kw)
@@ -131,7 +131,7 @@ def smoke_sweep(ray_session, tmp_path_factory) -> Path:
     workers (DDP over gloo), 1 epoch on 1,000 real MNIST images, Optuna TPE in SQLite,
     then the best config retrained with 2 more seeds."""
     from mnist_dist.tuning.driver.runner import run_sweep
-    from mnist_dist.tuning.driver.spec import load_spec
+    from mnist_dist.tuning.spec import load_spec
 
     results = tmp_path_factory.mktemp("results")
     run_sweep(load_spec("lenet5"), smoke_options(results, "lenet5-smoke", final_seeds=2))

@@ -10,7 +10,7 @@ import pytest
 
 from mnist_dist.cli import main
 from mnist_dist.config import FIELDS, RANGES, ConfigError, resolve
-from mnist_dist.tuning.driver.spec import load_spec
+from mnist_dist.tuning.spec import load_spec
 
 from .badinput import run_bad, tree_state
 

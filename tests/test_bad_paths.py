@@ -273,9 +273,9 @@ def test_mask_url(url, shown):
 
 
 def test_masked_storage_url_in_config_files(tmp_path):
-    from mnist_dist.tuning.driver.options import SweepOptions
+    from mnist_dist.tuning.options import SweepOptions
     from mnist_dist.tuning.driver.runner import save_resolved
-    from mnist_dist.tuning.driver.spec import load_spec
+    from mnist_dist.tuning.spec import load_spec
 
     save_resolved(load_spec("mlp"), SweepOptions(storage=SECRET_URL), {"arch": "mlp"}, tmp_path)
     for name in ("config.json", "config.yaml"):

@@ -185,7 +185,7 @@ def fake_cluster_config(gcs_address: str) -> dict:
 
 STATE_PROBE = """
 import sys, ray
-from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+from mnist_dist.tuning.options import Scaling, SweepOptions
 from mnist_dist.tuning.execution.ray_setup import init_ray
 
 @ray.remote(num_cpus=0)

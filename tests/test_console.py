@@ -58,7 +58,7 @@ def test_sweep_progress_says_the_time_left_from_the_epochs_expected(monkeypatch)
     from mnist_dist import progress as progress_module
     from mnist_dist.tuning.driver.estimate import epochs_expected, epochs_to_go, typical_epochs
 
-    from mnist_dist.tuning.driver.spec import load_spec
+    from mnist_dist.tuning.spec import load_spec
 
     spec = load_spec("cnn_regularized")  # 30 epochs, ASHA's rungs at 8 and 24
     left = epochs_expected(spec)

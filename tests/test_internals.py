@@ -90,7 +90,7 @@ def test_asha_rungs_round_trip_through_json():
 
 def test_optuna_search_and_ids_reach_the_study(tmp_path):
     from mnist_dist.tuning.driver.runner import make_searcher
-    from mnist_dist.tuning.driver.spec import load_spec
+    from mnist_dist.tuning.spec import load_spec
     from mnist_dist.tuning.execution.storage import open_storage
 
     storage = open_storage(None, tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 
 from mnist_dist.tuning import internals
-from mnist_dist.tuning.driver.spec import load_spec
+from mnist_dist.tuning.spec import load_spec
 
 
 

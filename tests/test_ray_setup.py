@@ -37,7 +37,7 @@ def test_gpus_per_worker_auto_follows_the_gpus_ray_sees():
     a whole one per DDP worker; a number given is kept as it is."""
     from mnist_dist.tuning.driver.cli import add_arguments
     from mnist_dist.tuning.execution.plan import concurrency, resolve_gpus
-    from mnist_dist.tuning.driver.options import Scaling
+    from mnist_dist.tuning.options import Scaling
 
     p = argparse.ArgumentParser()
     add_arguments(p)

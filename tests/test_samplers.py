@@ -17,7 +17,7 @@ import pytest
 
 from mnist_dist.tuning.driver import cli
 from mnist_dist.tuning.driver.samplers import fallback_note, make_sampler, modelled
-from mnist_dist.tuning.driver.spec import SAMPLERS, load_spec, sample
+from mnist_dist.tuning.spec import SAMPLERS, load_spec, sample
 from mnist_dist.tuning.outputs.summary import SweepSummary
 
 from .badinput import run_bad

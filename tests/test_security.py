@@ -18,7 +18,7 @@ import sys
 from mnist_dist.tuning.execution.ray_setup import token_auth
 token_auth()  # as the sweep command does before importing Ray
 import ray
-from mnist_dist.tuning.driver.options import Scaling, SweepOptions
+from mnist_dist.tuning.options import Scaling, SweepOptions
 from mnist_dist.tuning.execution.ray_setup import init_ray
 init_ray(SweepOptions(scaling=Scaling(workers=int(sys.argv[1]))))
 from tests.ray_private import dashboard_url

@@ -16,7 +16,7 @@ import pytest
 from mnist_dist.config import ConfigError
 from mnist_dist.models import list_models
 from mnist_dist.tuning.outputs.results import pick_best
-from mnist_dist.tuning.driver.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
+from mnist_dist.tuning.spec import CONFIGS_DIR, baseline_point, load_spec, min_grace_period, schedule_warning
 
 from .conftest import REPO, RUN, read_csv, smoke_options, write_spec
 from .procs import ray_started
@@ -408,7 +408,7 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
     import os
 
     from mnist_dist.tuning.driver import estimate, runner
-    from mnist_dist.tuning.driver.options import Scaling, base_config
+    from mnist_dist.tuning.options import Scaling, base_config
 
     timed = []
 

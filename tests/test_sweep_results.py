@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mnist_dist.tuning.driver.runner import run_sweep
-from mnist_dist.tuning.driver.spec import baseline_point, load_spec
+from mnist_dist.tuning.spec import baseline_point, load_spec
 from mnist_dist.models.checkpoint import load_model
 from mnist_dist.models.checkpoint import input_spec
 from mnist_dist.evaluation import evaluate
@@ -99,7 +99,7 @@ def check_seed_models(folder: Path, prefix: str, block: dict, config: dict, mnis
 def test_final_seeds_train_the_best_and_the_baseline_config_apart():
     """The configs --final-seeds retrains: the best and the source's baseline, each naming
     every key either searches (so a trial's config says which it is); one when they agree."""
-    from mnist_dist.tuning.outputs.final import final_configs, role_of
+    from mnist_dist.tuning.driver.final import final_configs, role_of
 
     spec = load_spec("lenet5")
     base = {"momentum": 0.9, "nesterov": False, "warmup_epochs": 0.0}

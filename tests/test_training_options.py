@@ -16,7 +16,7 @@ from mnist_dist.config import ConfigError, TrainConfig, load_yaml, resolve
 from mnist_dist.data import load_dataset
 from mnist_dist.data.transforms import InputSpec, mirror_safe, prepare_batch
 from mnist_dist.models import list_models
-from mnist_dist.tuning.driver.spec import baseline_point, load_spec, max_epochs
+from mnist_dist.tuning.spec import baseline_point, load_spec, max_epochs
 from mnist_dist.training.loop import EpochRun, Trainer
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..tuning.driver.spec import KINDS
+from ..tuning.spec import KINDS
 from .plots import STATUS_COLORS, STATUS_LABELS, WARN_COLOR, Skip, plt, save
 
 EDGE = 0.10  # outer share of a range that counts as "at the edge"

@@ -15,7 +15,7 @@ from ...models import list_models
 from ...config import (ConfigError, check_value, config_flag, non_negative_float, non_negative_int,
                        positive_float, positive_int)
 from ..execution.storage import ENV_STORAGE, mask_url, take_storage_url
-from .spec import RANGES, SAMPLERS, TYPES, load_spec, schedule_warning
+from ..spec import RANGES, SAMPLERS, TYPES, load_spec, schedule_warning
 
 
 def gpus(s: str) -> float | None:
@@ -113,7 +113,7 @@ def check_data_folder(dataset: str, data_dir: str | None) -> None:
 
 
 def build(args, arch: str):
-    from .options import Scaling, SweepOptions
+    from ..options import Scaling, SweepOptions
 
     spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed,
                                          "sampler": args.sampler})
@@ -142,8 +142,8 @@ def resumed_spec(args, spec, opts):
     """--resume runs the sweep its folder saved (config.json), not the YAML as it is now. A
     flag asking for another sweep (more trials, another seed) is an error, not ignored."""
     from ...config import ConfigError
-    from .options import sweep_name
-    from .spec import saved_spec
+    from ..options import sweep_name
+    from ..spec import saved_spec
 
     config_json = Path(opts.results_dir).expanduser() / sweep_name(spec, opts) / layout.CONFIG_JSON
     if not config_json.is_file():
@@ -164,7 +164,7 @@ def run(args) -> int:
 
     token_auth()  # before Ray is imported: releases before 2.60 read their auth mode then
     if args.estimate_only:
-        from .options import apply_smoke_test, base_config
+        from ..options import apply_smoke_test, base_config
         from .runner import preflight
 
         for spec, opts in plans:
@@ -207,7 +207,7 @@ def run_one(args, spec, opts) -> tuple[int | None, dict]:
     from ..outputs.results import read_rows
     from ..outputs.summary import SweepSummary
     from .console import final_message
-    from .options import sweep_name
+    from ..options import sweep_name
     from .runner import run_sweep
 
     set_resume_command(resume_command(args, sweep_name(spec, opts)))

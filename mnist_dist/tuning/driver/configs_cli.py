@@ -4,7 +4,7 @@ Copy one, edit it and pass it with `mnist-dist sweep ARCH --config FILE`."""
 from __future__ import annotations
 
 from ...models import list_models
-from .spec import CONFIGS_DIR, load_spec
+from ..spec import CONFIGS_DIR, load_spec
 
 
 def add_arguments(p) -> None:

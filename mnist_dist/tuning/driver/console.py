@@ -8,7 +8,6 @@ and at the end the trials as a table and where the results and report are.
 """
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from pathlib import Path
@@ -21,15 +20,6 @@ from ... import layout
 from ...layout import LABELS, ended_status
 from ..outputs.summary import EnsembleResult, FinalSeeds, SweepSummary
 
-
-
-def quiet_ray() -> None:
-    """Ray's and Optuna's INFO/WARNING chatter off in this process (errors still show)."""
-    import optuna
-
-    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _epoch(result: dict | None) -> float:

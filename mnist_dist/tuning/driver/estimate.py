@@ -136,7 +136,7 @@ def epochs_to_go(epoch: float, max_epochs: int, grace: int | None = None, reduct
 def epochs_expected(spec, asha: bool = True):
     """epochs_left(epoch) for the progress display's time left: under the sweep's ASHA, or
     (the final seeds, a sweep without a scheduler) every trial to the last epoch."""
-    from .spec import max_epochs
+    from ..spec import max_epochs
 
     if not asha or spec.scheduler.type == "none":
         return partial(epochs_to_go, max_epochs=max_epochs(spec))
@@ -163,7 +163,7 @@ def estimate(spec, base: dict, concurrency: int, sharing: int = 1, device: str =
     """Seconds per epoch (alone, and with `sharing` trials on one GPU) and for the whole
     sweep (typical and at most), on this machine, `concurrency` trials at a time, each
     training on `device` with `threads` CPU threads."""
-    from .spec import max_epochs
+    from ..spec import max_epochs
 
     cfg = TrainConfig.from_dict(base)
     n_train = cfg.train_limit or round(60000 * (1 - cfg.val_fraction))  # MNIST-sized by default

@@ -22,10 +22,10 @@ from .. import internals
 from ..outputs.summary import EnsembleResult, SweepSummary, read_summary, write_summary
 from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
-from .options import SweepOptions, apply_smoke_test, base_config, sweep_name
+from ..options import SweepOptions, apply_smoke_test, base_config, sweep_name
 from ..execution.ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
 from ..execution import recovery
-from .spec import DefineByRun, SweepSpec, initial_points, max_epochs
+from ..spec import DefineByRun, SweepSpec, initial_points, max_epochs
 from ..execution.signals import fit, held_while_ray_starts, restore_sigterm, stop_on_sigterm
 from ..execution.storage import mask_url, open_storage, seal, write_ahead
 
@@ -114,7 +114,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
 
     from .console import SweepProgress
     from .estimate import epochs_expected
-    from ..outputs.events import EventLog
+    from ..execution.events import EventLog
 
     name, trials = sweep_name(spec, opts), spec.trials
     trainable = make_trainable(opts, sweep_dir, base, ended)
@@ -222,7 +222,7 @@ def _after_search(summary: SweepSummary, spec: SweepSpec, opts: SweepOptions, sw
             summary = replace(summary, ensemble=ensemble)
             write_summary(summary, sweep_dir)
     if opts.final_seeds:
-        from ..outputs.final import run_final_seeds
+        from .final import run_final_seeds
 
         limit = concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent)
         t0 = time.time()

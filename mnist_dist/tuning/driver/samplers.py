@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import optuna
 
-from .spec import SweepSpec
+from ..spec import SweepSpec
 
 STARTUP_TRIALS = 5  # TPE's and GP's random first trials (all of them in a shorter sweep)
 LABELS = {"tpe": "TPE", "gp": "the Gaussian process", "cmaes": "CMA-ES", "random": "random search"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ... import layout
 from ...config import ConfigError
-from ..driver.options import Scaling
+from ..options import Scaling
 
 # --gpus-per-worker auto on a GPU: single-worker trials of these small models are bound by
 # kernel launches, so several share a GPU at almost no cost to each. On an H200, 4 lenet5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import internals
 from .plan import reuses_processes
-from ..driver.options import SweepOptions
+from ..options import SweepOptions
 
 # Ray Train's controller collects worker reports when it polls them, every 2 s by
 # default: a 0.2 s epoch then takes 2 s. Polling at 0.2 s costs little CPU.
@@ -199,6 +199,15 @@ def _forget_ready() -> None:
     _ready.clear()
 
 
+def quiet_ray() -> None:
+    """Ray's and Optuna's INFO/WARNING chatter off in this process (errors still show)."""
+    import optuna
+
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def init_ray(opts: SweepOptions):
     import ray
 
@@ -206,8 +215,6 @@ def init_ray(opts: SweepOptions):
         return ray
     env = runtime_env()["env_vars"]
     if not opts.ray_logs:
-        from ..driver.console import quiet_ray
-
         quiet_ray()
         # Tune's newer console output prints its own boxes and paths even at verbose=0
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ... import layout
 from .. import internals
-from ..outputs.events import completed_trials
+from .events import completed_trials
 from .snapshot import repair
 
 

@@ -11,8 +11,8 @@ from ...layout import write_csv
 from ...evaluation import evaluate_checkpoint, save_evaluation
 from .. import internals
 from ..execution import recovery
-from ..driver.options import data_label
-from .events import ended_trials, read_events, trial_wall_times
+from ..options import data_label
+from ..execution.events import ended_trials, read_events, trial_wall_times
 from ...layout import ended_status
 from .summary import COUNTED, BestTrial, SweepSummary, write_summary
 

@@ -15,7 +15,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ...config import TrainConfig
 from ...training.loop import train_func_per_worker
-from ..driver.options import Scaling
+from ..options import Scaling
 
 
 def finished_run(path: str) -> dict | None:

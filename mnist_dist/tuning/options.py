@@ -58,7 +58,7 @@ def sweep_name(spec: SweepSpec, opts: SweepOptions) -> str:
 
 def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
     """What every trial shares; the searcher's params are laid over it."""
-    from ...config import resolve
+    from ..config import resolve
 
     # the registry baseline fills every key that is neither searched nor fixed
     base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset, "seed": spec.seed}).to_dict()

@@ -19,13 +19,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import (FIELDS, ONECYCLE_PCT_START, ConfigError, Range, check_value, coerce,
+from ..config import (FIELDS, ONECYCLE_PCT_START, ConfigError, Range, check_value, coerce,
                       coerce_value, fail, load_yaml, resolve, unknown_key_error)
-from ...models import get_entry
+from ..models import get_entry
 
 # The shipped sweep configs are package data, so a wheel install has them too;
 # the repository's sweeps/ARCH.yaml are links to them.
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 KINDS = ("loguniform", "uniform", "int", "choice")
 # What a trial reports every epoch that a sweep can rank trials by, with the mode that
 # makes sense for it. best_*: the best epoch so far, so a trial is ranked by its best model.

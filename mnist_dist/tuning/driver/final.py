@@ -13,11 +13,11 @@ from ... import layout
 from ...evaluation import beats_over_seeds
 from ...layout import write_csv
 from ..execution.plan import make_trainable, reuses_processes, trial_checkpoints
-from ..driver.estimate import epochs_expected
-from .events import EventLog
-from .results import evaluate_model, fetch_model, mark_interrupted, trial_row
-from .summary import FinalSeeds, SeedStats
-from ..driver.spec import baseline_point
+from .estimate import epochs_expected
+from ..execution.events import EventLog
+from ..outputs.results import evaluate_model, fetch_model, mark_interrupted, trial_row
+from ..outputs.summary import FinalSeeds, SeedStats
+from ..spec import baseline_point
 from ..execution.signals import fit
 
 BEST, BASELINE = "best", "baseline"
@@ -52,7 +52,7 @@ def seed_tuner(spec, opts, sweep_dir: Path, base: dict, configs: dict, seeds: li
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from ..driver.console import SweepProgress
+    from .console import SweepProgress
 
     out = sweep_dir / layout.FINAL
     search = BasicVariantGenerator(points_to_evaluate=list(configs.values()))
