@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_dashboard_serves_the_newest_sweeps_study_on_localhost(tmp_path, capsys,
     assert lines[0].startswith("study 'mlp-mnist' from ") and lines[0].endswith(
         "4 trials (2 complete, 1 pruned, 1 running)"), out
     assert lines[1] == (f"optuna-dashboard at http://127.0.0.1:{port}/dashboard/studies/{study_id} "
-                        "(Ctrl-C to stop)")
+                        "(Ctrl-C to stop; it can edit and delete the study: --read-only refuses that)")
     assert lines[2:] == ["dashboard stopped"]
     assert err == ""  # no request log unless --log-requests
 
@@ -144,6 +145,28 @@ def read_back(server) -> tuple[int, int]:
     with urllib.request.urlopen(f"{base}/dashboard/studies/{study_id}", timeout=30) as r:  # the page
         assert r.status == 200 and "text/html" in r.headers["Content-Type"]
     return port, study_id
+
+
+@pytest.mark.timeout(120)
+def test_a_read_only_dashboard_refuses_changes_and_still_serves_the_study(tmp_path):
+    write_sweep_study(tmp_path / "mlp-mnist")
+    server, storage, study_id = make_server(tmp_path / "mlp-mnist", port=0, readonly=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert get_json(f"{base}/api/studies/{study_id}")["name"] == "mlp-mnist"
+        for method, path in (("DELETE", f"/api/studies/{study_id}"),
+                             ("PUT", f"/api/studies/{study_id}/note"), ("POST", "/api/studies")):
+            request = urllib.request.Request(base + path, data=b"{}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 405
+        assert [s.study_name for s in storage.get_all_studies()] == ["mlp-mnist"]
+        assert len(storage.get_all_trials(study_id)) == len(TRIALS)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def error(capsys, argv) -> str:

@@ -43,6 +43,8 @@ def add_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, "
                    "this machine only: the dashboard has no login)")
     p.add_argument("--log-requests", action="store_true", help="print one line per HTTP request")
+    p.add_argument("--read-only", action="store_true",
+                   help="refuse every change (optuna-dashboard can edit notes and delete trials and studies)")
 
 
 def newest_sweep(results_dir: str | Path) -> Path:
@@ -92,8 +94,22 @@ def require_dashboard():
     return optuna_dashboard
 
 
+READS = ("GET", "HEAD", "OPTIONS")
+
+
+def read_only(app):
+    """The dashboard's WSGI app refusing every request that would change the study
+    (optuna-dashboard itself has no read-only mode)."""
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET") in READS:
+            return app(environ, start_response)
+        start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", ", ".join(READS))])
+        return [b"this dashboard is read-only (mnist-dist dashboard --read-only)\n"]
+    return guarded
+
+
 def make_server(sweep_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
-                log_requests: bool = False):
+                log_requests: bool = False, readonly: bool = False):
     """A threaded wsgiref server of optuna-dashboard's app over the sweep's optuna.db, bound
     but not yet serving; returns (server, storage, study_id of the folder's study or None)."""
     optuna_dashboard = require_dashboard()
@@ -116,7 +132,8 @@ def make_server(sweep_dir: str | Path, host: str = "127.0.0.1", port: int = 8080
                 super().log_message(format, *args)
 
     try:
-        server = wsgiref_server(host, port, optuna_dashboard.wsgi(storage), server_class=Server,
+        app = optuna_dashboard.wsgi(storage)
+        server = wsgiref_server(host, port, read_only(app) if readonly else app, server_class=Server,
                                 handler_class=Handler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
@@ -161,10 +178,11 @@ def describe(server, storage, study_id, db: Path) -> str:
 def run(args) -> int:
     require_dashboard()  # say what to install before looking for sweeps
     sweep_dir = Path(args.sweep_dir) if args.sweep_dir else newest_sweep(args.results_dir)
-    server, storage, study_id = make_server(sweep_dir, args.host, args.port, args.log_requests)
+    server, storage, study_id = make_server(sweep_dir, args.host, args.port, args.log_requests, args.read_only)
     try:
         url = describe(server, storage, study_id, sweep_db(sweep_dir))
-        print(f"optuna-dashboard at {url} (Ctrl-C to stop)", flush=True)
+        changes = "read-only" if args.read_only else "it can edit and delete the study: --read-only refuses that"
+        print(f"optuna-dashboard at {url} (Ctrl-C to stop; {changes})", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("dashboard stopped")
