@@ -309,3 +309,27 @@ def test_storage_url_from_the_variable_is_kept_from_rays_workers(monkeypatch, gi
     monkeypatch.setenv("MNIST_DIST_STORAGE", SECRET_URL)
     assert take_storage_url(given) == SECRET_URL
     assert "MNIST_DIST_STORAGE" not in os.environ  # every MNIST_DIST_* variable goes to Ray's workers
+
+
+def test_the_pickled_study_tune_keeps_holds_no_password_and_resumes_with_the_real_url(tmp_path):
+    """Tune pickles the searcher, and with it the Optuna storage, into tuner.pkl and
+    searcher-state-*.pkl: the URL there is masked, and unpickling it on --resume takes the real
+    one this driver was given (and is one clear error without it)."""
+    import pickle
+
+    import optuna
+
+    from mnist_dist.config import ConfigError
+    from mnist_dist.tuning.execution import storage as study_storage
+
+    # SQLite ignores URI parameters it does not know: a stand-in for a server's password
+    url = f"sqlite:///file:{tmp_path / 'study.db'}?uri=true&token=s3cret"
+    study = optuna.create_study(storage=study_storage.open_storage(url, tmp_path), study_name="s")
+    study.ask()
+    pickled = pickle.dumps(study)
+    assert b"s3cret" not in pickled and b"token=***" in pickled
+    real = study_storage._real_urls.pop(study_storage.mask_url(url))
+    with pytest.raises(ConfigError, match="give its real URL"):
+        pickle.loads(pickled)
+    study_storage._real_urls[study_storage.mask_url(url)] = real
+    assert len(pickle.loads(pickled).get_trials()) == 1

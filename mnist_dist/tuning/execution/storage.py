@@ -93,12 +93,59 @@ def default_db(sweep_dir: Path) -> Path:
     return Path(sweep_dir) / layout.OPTUNA_DB
 
 
+_real_urls: dict[str, str] = {}  # masked URL -> the real one, this driver's only
+
+
+def url_masking_storage(url: str):
+    """An RDBStorage whose pickled form (Tune pickles the searcher, and the searcher its
+    storage, into tuner.pkl and searcher-state-*.pkl) holds the URL with its password masked.
+    Unpickled by `--resume`, it takes the real URL from this driver's --storage or
+    $MNIST_DIST_STORAGE, which open_storage has registered by then."""
+    _real_urls[mask_url(url)] = url
+    return _masking_class()(url)
+
+
+_classes: list = []
+
+
+def _masking_class():
+    """The storage class, made on first use: it subclasses Optuna's, which this module must
+    not import before a sweep needs it (the command line imports this module)."""
+    if _classes:
+        return _classes[0]
+    import optuna
+
+    class UrlMaskingStorage(optuna.storages.RDBStorage):
+        def __getstate__(self):
+            return {**super().__getstate__(), "url": mask_url(self.url)}
+
+        def __setstate__(self, state):
+            from ...config import ConfigError
+
+            if MASK in state["url"]:
+                if state["url"] not in _real_urls:
+                    raise ConfigError(f"the sweep's Optuna storage {state['url']}: give its real URL with "
+                                      f"--storage or {ENV_STORAGE}")
+                state = {**state, "url": _real_urls[state["url"]]}
+            super().__setstate__(state)
+
+    UrlMaskingStorage.__qualname__ = "UrlMaskingStorage"  # found again through __getattr__ below
+    _classes.append(UrlMaskingStorage)
+    return UrlMaskingStorage
+
+
+def __getattr__(name: str):
+    if name == "UrlMaskingStorage":  # how pickle finds the class again
+        return _masking_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_storage(url: str | None, sweep_dir: Path):
     """The RDBStorage the searcher writes to (OptunaSearch wants the object, not the URL)."""
     import optuna
 
     if url:  # the user's database, configured as they chose
-        return optuna.storages.RDBStorage(url)
+        return url_masking_storage(url)
     storage = optuna.storages.RDBStorage(f"sqlite:///{default_db(sweep_dir)}")
     if on_network_filesystem(sweep_dir):
         return storage
