@@ -365,7 +365,7 @@ def seeds_block(accs: list[float], **extra) -> dict:
 
 
 def test_versus_table_says_whether_the_sweep_beat_its_baseline():
-    """Item 4 of the search-quality issue: baseline vs best vs ensemble vs published, over
+    """Baseline vs best vs ensemble vs published, over
     seeds; 'beats' only when the gain exceeds twice the larger standard deviation."""
     from mnist_dist.report import versus
 

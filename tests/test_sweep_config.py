@@ -1,5 +1,5 @@
 """A sweep does what its config says: the config file, where the shipped ones live, the
-metric and mode, image-folder data and one driver per sweep folder (issue 12)."""
+metric and mode, image-folder data and one driver per sweep folder."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Training options (issue 11): learning-rate schedules with warm-up, augmentation
+"""Training options: learning-rate schedules with warm-up, augmentation
 strengths (never a flip for digits) and label smoothing, as TrainConfig fields; their
 resume state, the old augment true/false, the errors, and the shipped sweep YAMLs. No Ray."""
 from __future__ import annotations

@@ -45,7 +45,7 @@ def mirror_safe(dataset: str) -> bool:
 
 
 def augment_level(augment) -> str:
-    """off | light | strong; True/False (the bool it used to be) mean light/off."""
+    """off | light | strong; True/False (configs written as a bool) mean light/off."""
     if isinstance(augment, bool) or augment is None:
         return "light" if augment else "off"
     if augment not in ("off", "light", "strong"):
