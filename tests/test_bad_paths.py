@@ -277,7 +277,8 @@ def test_masked_storage_url_in_config_files(tmp_path):
     from mnist_dist.tuning.driver.runner import save_resolved
     from mnist_dist.tuning.spec import load_spec
 
-    save_resolved(load_spec("mlp"), SweepOptions(storage=SECRET_URL), {"arch": "mlp"}, tmp_path)
+    opts = SweepOptions(storage=SECRET_URL)
+    save_resolved(load_spec("mlp"), opts, {"arch": "mlp"}, tmp_path, opts.scaling)
     for name in ("config.json", "config.yaml"):
         text = (tmp_path / name).read_text()
         assert "s3cret-pw" not in text and "user:***@db.example.com" in text, name

@@ -442,3 +442,14 @@ def test_the_estimate_counts_the_trials_that_fit_and_a_shared_gpu(gpus, share, m
     # ASHA's typical budget: 12 trials x 2 epochs, then a third of them 3 more = 36 epochs
     assert est["typical_s"] == pytest.approx(36 * est["mean_epoch_s"] / est["concurrency"])
     assert est["at_most_s"] == pytest.approx(12 * 5 * est["mean_epoch_s"] / est["concurrency"])
+
+
+def test_a_smoke_test_is_a_new_spec_and_leaves_the_given_one_alone():
+    from mnist_dist.tuning.options import smoke_tested
+
+    spec = load_spec("lenet5")
+    before = spec.to_dict()
+    smoke = smoke_tested(spec)
+    assert spec.to_dict() == before  # resolved once: nothing changes it after loading
+    assert smoke.trials == 2 and smoke.scheduler.type == "none" and smoke.fixed["epochs"] == 1
+    assert "epochs" not in smoke.space and smoke_tested(smoke).to_dict() == smoke.to_dict()

@@ -4,6 +4,7 @@ Nothing here imports Ray or torch: the command line builds and checks all of it 
 Ray starts."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +72,16 @@ def base_config(spec: SweepSpec, opts: SweepOptions) -> dict:
     return base
 
 
-def apply_smoke_test(spec: SweepSpec) -> None:
-    """--smoke-test: 2 trials of 1 epoch, so nothing to schedule, no epochs to search and no
-    room for a warm-up (it must end before the run does)."""
-    spec.trials, spec.scheduler.type = min(spec.trials, 2), "none"
+def smoke_tested(spec: SweepSpec) -> SweepSpec:
+    """--smoke-test: the sweep as 2 trials of 1 epoch, so nothing to schedule, no epochs to
+    search and no room for a warm-up (it must end before the run does). A new spec: the one
+    given is left as it is."""
+    smoke = copy.deepcopy(spec)
+    smoke.trials, smoke.scheduler.type = min(spec.trials, 2), "none"
     for name in ("epochs", "warmup_epochs"):
-        spec.space.pop(name, None)
-        for point in spec.points:
+        smoke.space.pop(name, None)
+        for point in smoke.points:
             point.pop(name, None)
-    spec.points[:] = [p for p in spec.points if p]
-    spec.fixed.update(epochs=1, warmup_epochs=0.0)
+    smoke.points[:] = [p for p in smoke.points if p]
+    smoke.fixed.update(epochs=1, warmup_epochs=0.0)
+    return smoke

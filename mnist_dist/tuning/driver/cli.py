@@ -164,12 +164,11 @@ def run(args) -> int:
 
     token_auth()  # before Ray is imported: releases before 2.60 read their auth mode then
     if args.estimate_only:
-        from ..options import apply_smoke_test, base_config
+        from ..options import base_config, smoke_tested
         from .runner import preflight
 
         for spec, opts in plans:
-            if opts.smoke_test:
-                apply_smoke_test(spec)
+            spec = smoke_tested(spec) if opts.smoke_test else spec
             print(preflight(spec, opts, base_config(spec, opts))["message"])
         return 0
     failed = 0

@@ -22,7 +22,7 @@ from .. import internals
 from ..outputs.summary import EnsembleResult, SweepSummary, read_summary, write_summary
 from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
-from ..options import SweepOptions, apply_smoke_test, base_config, sweep_name
+from ..options import SweepOptions, base_config, smoke_tested, sweep_name
 from ..execution.ray_setup import DRIVER_ENV, init_ray, sessions_folder, wait_for_trial_processes
 from ..execution import recovery
 from ..spec import DefineByRun, SweepSpec, initial_points, max_epochs
@@ -142,8 +142,7 @@ def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: 
 
 def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     """Run (or resume) the sweep and write its results; returns summary.json's contents."""
-    if opts.smoke_test:
-        apply_smoke_test(spec)
+    spec = smoke_tested(spec) if opts.smoke_test else spec
     sweep_dir, lock = prepare_dir(spec, opts)
     try:
         return _run(spec, opts, sweep_dir)
@@ -154,7 +153,7 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
 
 def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
     base = base_config(spec, opts)  # what every trial shares, computed once
-    ray = _start_ray(spec, opts, base, sweep_dir)
+    ray, opts = _start_ray(spec, opts, base, sweep_dir)  # opts as this run's Ray decided them
     summary = _search(spec, opts, sweep_dir, ray, base)
     if not summary.incomplete:
         summary = _after_search(summary, spec, opts, sweep_dir, ray, base)
@@ -162,7 +161,8 @@ def _run(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> dict:
 
 
 def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path):
-    """Ray up, the estimate printed, GPUs decided and the resolved sweep saved."""
+    """Ray up, the estimate printed, GPUs decided and the resolved sweep saved. Returns Ray and
+    a copy of `opts` with what this run decided (GPUs per trial); `opts` stays as given."""
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     internals.check()  # each private part of Ray and Optuna still there, or its feature off
@@ -174,12 +174,12 @@ def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path)
     # start, 3 runs each on 2 cores: within the runs' spread of 0.9 s)
     if opts.verbose and not opts.resume and not opts.smoke_test:  # a smoke test takes seconds anyway
         print(preflight(spec, opts, base)["message"], flush=True)
-    opts.scaling = resolve_gpus(opts.scaling, ray.cluster_resources())
-    if opts.verbose and opts.scaling.gpus_per_worker:
-        print(f"GPU: {opts.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
+    decided = replace(opts, scaling=resolve_gpus(opts.scaling, ray.cluster_resources()))
+    if opts.verbose and decided.scaling.gpus_per_worker:
+        print(f"GPU: {decided.scaling.gpus_per_worker:g} per trial worker (--gpus-per-worker to change)", flush=True)
     if not opts.resume:  # once the GPUs are decided
-        save_resolved(spec, opts, base, sweep_dir)
-    return ray
+        save_resolved(spec, opts, base, sweep_dir, decided.scaling)
+    return ray, decided
 
 
 def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> SweepSummary:
@@ -244,10 +244,12 @@ def _ensemble(summary: SweepSummary, spec: SweepSpec, sweep_dir: Path, base: dic
         return EnsembleResult(error=f"no ensemble: {type(e).__name__}: {e}")
 
 
-def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path) -> None:
-    """config.json/.yaml: the sweep as it runs (spec, options, the config trials share)."""
+def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path, scaling) -> None:
+    """config.json/.yaml: the sweep (what --resume runs), the options as given, the config
+    trials share, and apart from them what this run decided once Ray was up."""
     options = {**asdict(opts), "storage": mask_url(opts.storage)}  # files a user shares: no password
-    resolved = {"sweep": spec.to_dict(), "options": options, "base_config": base}
+    resolved = {"sweep": spec.to_dict(), "options": options, "base_config": base,
+                "decided_at_start": {"scaling": asdict(scaling)}}
     save_json(resolved, sweep_dir / layout.CONFIG_JSON)
     _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
 
