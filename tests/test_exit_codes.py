@@ -32,7 +32,7 @@ def raising(exc):
     (UnknownModelError("unknown architecture 'resnet'"), 2, "error: unknown architecture 'resnet'"),
     (OSError(errno.ENOSPC, "No space left on device", "out/model.onnx"), 1, "error: disk full writing out/model.onnx"),
     (OSError(errno.EDQUOT, "Disk quota exceeded", "a.csv"), 1, "error: disk full writing a.csv"),
-    (PermissionError(errno.EACCES, "Permission denied", "/srv/x"), 2, "error: Permission denied: /root/x"),
+    (PermissionError(errno.EACCES, "Permission denied", "/srv/x"), 2, "error: Permission denied: /srv/x"),
     (IsADirectoryError(errno.EISDIR, "Is a directory", "results"), 2, "error: Is a directory: results"),
     (KeyboardInterrupt(), 130, "interrupted"),
 ])
