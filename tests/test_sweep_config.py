@@ -114,7 +114,7 @@ def test_a_sweep_started_before_compare_within_resumes(tmp_path):
     import pickle
 
     old = asha(tmp_path / "old.json")
-    for name in ("compare_within", "_groups", "_empty"):
+    for name in ("compare_within", "kind_brackets", "empty_brackets"):
         del old.__dict__[name]
     restored = pickle.loads(pickle.dumps(old))
     assert rung_actions(restored, [(FakeTrial("a", "constant"), 0.99), (FakeTrial("b", "onecycle"), 0.98)]) == {

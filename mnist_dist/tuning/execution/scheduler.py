@@ -35,48 +35,52 @@ class ResumableASHA(ASHAScheduler):
     # __init__: the runner says through the class that this run is a resume
     resuming = False
     compare_within: str | None = None  # absent from a scheduler pickled before it existed
-    _groups: dict | None = None
+    kind_brackets: dict | None = None
+    empty_brackets: list | None = None
+    state_loaded = False
 
     def __init__(self, state_file: str | Path, compare_within: str | None = None, **kw):
         super().__init__(**kw)
         self.state_file = str(state_file)
         self.compare_within = compare_within if internals.on("asha-rungs") else None
-        self._empty = copy.deepcopy(internals.asha_brackets(self))  # the rungs a new kind of trial starts from
-        self._groups = {}  # compare_within's value -> that kind's brackets
-        self._loaded = False
+        self.empty_brackets = copy.deepcopy(internals.asha_brackets(self))  # the rungs a new kind of trial starts from
+        self.kind_brackets = {}  # compare_within's value -> that kind's brackets
+        self.state_loaded = False
 
     def on_trial_add(self, tune_controller, trial):
-        if not self._loaded:
-            self._loaded = True
+        if not self.state_loaded:
+            self.state_loaded = True
             if self.resuming and os.path.exists(self.state_file):  # bring the rungs back
-                self._load_state()
+                self.load_state()
         super().on_trial_add(tune_controller, trial)  # checks metric and mode, picks a bracket
         if self.compare_within:  # the same bracket, from the trial's own kind
             index = internals.asha_brackets(self).index(internals.asha_bracket_of(self, trial.trial_id))
             kind = repr((trial.config or {}).get(self.compare_within))
-            internals.set_asha_bracket(self, trial.trial_id, self._brackets_of(kind)[index])
+            internals.set_asha_bracket(self, trial.trial_id, self.brackets_of(kind)[index])
 
-    def _brackets_of(self, kind: str) -> list:
-        return self._groups.setdefault(kind, copy.deepcopy(getattr(self, "_empty", None) or []))
+    def brackets_of(self, kind: str) -> list:
+        if self.kind_brackets is None:
+            self.kind_brackets = {}
+        return self.kind_brackets.setdefault(kind, copy.deepcopy(self.empty_brackets or []))
 
     def on_trial_result(self, tune_controller, trial, result):
         action = super().on_trial_result(tune_controller, trial, result)
-        self._persist()
+        self.save_state()
         return action
 
     def on_trial_complete(self, tune_controller, trial, result):
         super().on_trial_complete(tune_controller, trial, result)
-        self._persist()
+        self.save_state()
 
-    def _persist(self) -> None:
+    def save_state(self) -> None:
         state = internals.asha_rungs(self)
         if state is None:
             return
-        groups = {kind: [internals.rungs_of(b) for b in brackets] for kind, brackets in (self._groups or {}).items()}
+        groups = {kind: [internals.rungs_of(b) for b in brackets] for kind, brackets in (self.kind_brackets or {}).items()}
         text = json.dumps({"version": STATE_VERSION, **state, "groups": groups})
         write_text(self.state_file, text)  # atomically: never half a state
 
-    def _load_state(self) -> None:
+    def load_state(self) -> None:
         """The saved rungs; a file that is not this project's state is ignored with a warning
         (ASHA then starts with empty rungs, as a fresh sweep does)."""
         try:
@@ -85,7 +89,7 @@ class ResumableASHA(ASHAScheduler):
                 raise ValueError(f"version {state.get('version')!r}, expected {STATE_VERSION}")
             internals.set_asha_rungs(self, state["brackets"], int(state["num_stopped"]))
             for kind, saved in state.get("groups", {}).items():
-                for bracket, rungs in zip(self._brackets_of(kind), saved):
+                for bracket, rungs in zip(self.brackets_of(kind), saved):
                     internals.fill_rungs(bracket, rungs)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             print(f"warning: {self.state_file}: not a readable ASHA state ({e}); its rungs start empty", flush=True)

@@ -29,13 +29,13 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._aware = internals.on("optuna-search") and internals.on("optuna-ids")
+        self.budget_aware = internals.on("optuna-search") and internals.on("optuna-ids")
 
     def suggest(self, trial_id: str):
-        if not self._aware:
+        if not self.budget_aware:
             return super().suggest(trial_id)
         trials = internals.searcher_trials(self)
-        if trial_id not in trials and (orphan := self._orphan()) is not None:
+        if trial_id not in trials and (orphan := self.orphaned_trial()) is not None:
             trials[trial_id] = orphan
         config = super().suggest(trial_id)
         if config is not None:
@@ -46,10 +46,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         # The pickled sampler's random state predates every trial asked after the last
         # snapshot; left as is, it would propose those same configs again.
-        if self._aware:
+        if self.budget_aware:
             internals.searcher_study(self).sampler.reseed_rng()
 
-    def _orphan(self):
+    def orphaned_trial(self):
         """An Optuna trial a killed driver left RUNNING (asked for, never in Tune's snapshot):
         the next Tune trial takes it, and the define-by-run space returns the values already
         stored in it."""
@@ -59,21 +59,21 @@ class BudgetAwareOptunaSearch(OptunaSearch):
                 return internals.optuna_trial(internals.searcher_study(self), storage_id)
         return None
 
-    def _told_already(self, trial_id: str) -> bool:
+    def told_already(self, trial_id: str) -> bool:
         """Optuna holds this trial's end although Tune runs it again: Tune's snapshot is up to
         10 s old, and a resumed sweep replays trials that ended after it."""
         return trial_id in recovery.current().told
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if not self._aware or not self._told_already(trial_id):
+        if not self.budget_aware or not self.told_already(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        ot_trial = internals.searcher_trials(self).get(trial_id) if self._aware else None
+        ot_trial = internals.searcher_trials(self).get(trial_id) if self.budget_aware else None
         completed = internals.searcher_completed(self)
         if ot_trial is None or trial_id in completed:
             return super().on_trial_complete(trial_id, result, error)
-        if self._told_already(trial_id):
+        if self.told_already(trial_id):
             completed.add(trial_id)
             return None
         status = layout.FAILED if error else ended_status((result or {}).get("status", layout.FAILED))
