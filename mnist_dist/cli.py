@@ -46,6 +46,8 @@ def run_command(fn, args) -> int:
     except (UserError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE
+    except BrokenPipeError:  # `mnist-dist models | head`: the reader has all it wanted (entry())
+        raise
     except OSError as e:
         line, code = os_error_line(e)
         print(f"error: {line}", file=sys.stderr)

@@ -48,3 +48,10 @@ def test_every_user_error_is_a_usage_error():
 
     for cls in (errors.ConfigError, DataError, CheckpointError):
         assert issubclass(cls, errors.UserError)
+
+
+def test_a_closed_pipe_is_not_an_error_line(capsys):
+    """`mnist-dist models | head`: entry() ends quietly with 141, as a shell reports SIGPIPE."""
+    with pytest.raises(BrokenPipeError):
+        run_command(raising(BrokenPipeError(32, "Broken pipe")), None)
+    assert capsys.readouterr().err == ""
