@@ -236,6 +236,134 @@ def test_edge_of_search_range_warnings():
     assert edge_warning("nesterov", True, {"choice": [False, True]}) is None
 
 
+def test_edge_warnings_advise_only_values_the_field_accepts():
+    """A best value at an edge that is already the field's own bound (config.RANGES) gets
+    no advice to search beyond it; categorical fields never get 'values beyond it'."""
+    wd = {"choice": [0, 1e-5, 1e-4]}
+    assert edge_warning("weight_decay", 0, wd) is None  # nothing below 0
+    assert "largest" in edge_warning("weight_decay", 1e-4, wd)
+    assert edge_warning("weight_decay", 1, {"choice": [1e-2, 1e-1, 1]}) is None  # 1 is its maximum
+    dropout = {"uniform": [0.0, 0.5]}
+    assert edge_warning("dropout", 0.01, dropout) is None
+    assert "upper edge" in edge_warning("dropout", 0.49, dropout)  # up to 1 (excluded) can be searched
+    assert edge_warning("label_smoothing", 0.0, {"uniform": [0.0, 0.2]}) is None
+    assert edge_warning("warmup_epochs", 0, {"choice": [0, 1, 2]}) is None
+    assert "largest" in edge_warning("warmup_epochs", 2, {"choice": [0, 1, 2]})
+    assert edge_warning("epochs", 1, {"int": [1, 30]}) is None  # epochs >= 1
+    assert edge_warning("early_stopping_patience", 0, {"int": [0, 10]}) is None
+    assert "upper edge" in edge_warning("lr", 0.095, {"loguniform": [1e-4, 1e-1]})
+    assert "lower edge" in edge_warning("lr", 1.1e-4, {"loguniform": [1e-4, 1e-1]})  # lr > 0
+    # numbers standing for categories: augment levels and booleans by their old spellings
+    assert edge_warning("augment", 1, {"choice": [0, 1]}) is None
+    assert edge_warning("nesterov", 1, {"choice": [0, 1]}) is None
+    assert edge_warning("optimizer", "sgd", {"choice": ["adam", "sgd"]}) is None
+    assert edge_warning("augment", "light", {"choice": ["off", "light"]}) is None
+    # a parameter the config does not know (a folder from another version): the plain check
+    assert "largest" in edge_warning("width", 64, {"choice": [16, 32, 64]})
+
+
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the report's plot functions draw, kept open instead of saved."""
+    from mnist_dist.report import hparams, plots
+
+    figs = []
+
+    def keep(fig, path):
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(hparams, "save", keep)
+    yield figs
+    for fig in figs:
+        plots.plt.close(fig)
+
+
+NEAR_100 = ([0.99], [0.985, 0.99, 0.995, 0.999], [1.0], [1.0, 1.0, 0.998])
+
+
+@pytest.mark.parametrize("accs", NEAR_100)
+def test_accuracy_vs_cost_axis_ends_at_100_percent(kept_figures, tmp_path, accs):
+    from mnist_dist.report import plots
+
+    rows = [{"arch": f"m{i}", "dataset": "mnist", "test_acc": a, "train_time_s": 10.0 * (i + 1)}
+            for i, a in enumerate(accs)]
+    plots.accuracy_vs(rows, "train_time_s", "training time", "accuracy vs time", tmp_path / "a.png")
+    ax, = kept_figures[0].axes
+    lo, hi = ax.get_ylim()
+    assert hi <= 1.0 and lo < min(accs)  # capped at 100%, with room below the lowest point
+    if max(accs) < 1.0:
+        assert hi > max(accs)
+
+
+@pytest.mark.parametrize("accs", NEAR_100)
+def test_learning_curve_accuracy_axis_ends_at_100_percent(kept_figures, tmp_path, accs):
+    import pandas as pd
+
+    from mnist_dist.report import plots
+
+    history = pd.DataFrame({"epoch": range(1, len(accs) + 1), "train_loss": 0.1, "val_loss": 0.1,
+                            "train_acc": accs, "val_acc": accs})
+    plots.learning_curves(history, "run", tmp_path / "c.png")
+    acc = next(ax for ax in kept_figures[0].axes if ax.get_title() == "accuracy")
+    lo, hi = acc.get_ylim()
+    assert hi <= 1.0 and lo < min(accs)
+    loss = next(ax for ax in kept_figures[0].axes if ax.get_title() == "loss")
+    assert loss.get_ylim()[1] > 0.1  # the loss axis is not an accuracy: left as it was
+
+
+@pytest.mark.parametrize("accs", NEAR_100)
+def test_per_class_accuracy_axis_ends_at_100_percent(kept_figures, tmp_path, accs):
+    from mnist_dist.report import plots
+
+    ev = {"per_class_accuracy": {str(i): a for i, a in enumerate(accs)}, "accuracy": float(np.mean(accs))}
+    plots.per_class(ev, "run", tmp_path / "p.png")
+    ax, = kept_figures[0].axes
+    lo, hi = ax.get_xlim()
+    assert hi <= 1.0 and lo < min(accs)
+
+
+def sweep_source(metric: str, values: list[float]):
+    import pandas as pd
+
+    from mnist_dist.report.collect import Source
+
+    space = {"lr": {"loguniform": [1e-4, 1e-1]}, "weight_decay": {"choice": [0, 1e-5, 1e-4]}}
+    n = len(values)
+    trials = pd.DataFrame({"trial_id": [f"t{i}" for i in range(n)], "status": "completed",
+                           "config/lr": np.geomspace(1e-3, 1e-2, n),
+                           "config/weight_decay": [(0, 1e-5, 1e-4)[i % 3] for i in range(n)], metric: values})
+    summary = {"kind": "sweep", "metric": metric, "best_trial": "t0",
+               "best_config": {"lr": 1e-3, "weight_decay": 0}}
+    return Source("sweep", "s", Path("s"), summary, config={"sweep": {"space": space}}, trials=trials)
+
+
+@pytest.mark.parametrize("metric,values,top", [
+    ("best_val_acc", [0.99], 1.0),
+    ("best_val_acc", [0.985, 0.99, 0.999], 1.0),
+    ("val_acc", [1.0, 1.0], 1.0),
+    ("best_val_acc", [98.5, 99.0, 99.9], 100.0),  # in percent
+])
+def test_hyperparameter_accuracy_axes_end_at_100_percent(kept_figures, tmp_path, metric, values, top):
+    from mnist_dist.report import hparams
+
+    hparams.hyperparameters(sweep_source(metric, values), tmp_path / "h.png")
+    axes = [ax for ax in kept_figures[0].axes if ax.get_visible()]
+    assert len(axes) == 2
+    for ax in axes:
+        lo, hi = ax.get_ylim()
+        assert hi <= top and lo < min(values), ax.get_title()
+
+
+def test_hyperparameter_loss_axes_are_not_capped(kept_figures, tmp_path):
+    from mnist_dist.report import hparams
+
+    hparams.hyperparameters(sweep_source("best_val_loss", [1.5, 2.0, 2.5]), tmp_path / "h.png")
+    for ax in (ax for ax in kept_figures[0].axes if ax.get_visible()):
+        assert ax.get_ylim()[1] > 2.5
+
+
 def test_architecture_summary_matches_the_model():
     from mnist_dist.models import count_parameters, create_model
     from mnist_dist.report.archsummary import summarize

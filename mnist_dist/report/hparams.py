@@ -3,7 +3,10 @@ with the tuning playbook's boundary check, and Optuna's parameter importances.
 
 Boundary check: when the best value sits in the outer 10% of a numeric range
 (or is the smallest/largest of numeric choices), the optimum may lie outside
-the range searched, so the range should be widened and the sweep repeated."""
+the range searched, so the range should be widened and the sweep repeated -
+unless that edge is already the field's own bound (config.RANGES: weight_decay 0,
+dropout 0, epochs 1, ...), beyond which nothing can be searched. Fields whose
+values are categories (optimizer, lr_schedule, augment, booleans) have no edges."""
 from __future__ import annotations
 
 import math
@@ -13,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import FIELDS, RANGES
 from ..tuning.spec import KINDS
-from .plots import STATUS_COLORS, STATUS_LABELS, WARN_COLOR, Skip, plt, save
+from .plots import STATUS_COLORS, STATUS_LABELS, WARN_COLOR, Skip, accuracy_axis, plt, save
 
 EDGE = 0.10  # outer share of a range that counts as "at the edge"
 RANGE_KINDS = ("loguniform", "uniform", "int")
@@ -48,8 +52,29 @@ def range_position(value: float, kind: str, lo: float, hi: float) -> float:
     return (value - lo) / (hi - lo)
 
 
+def categorical(name: str) -> bool:
+    """A field whose values are categories, numbers or not (optimizer, augment, nesterov):
+    nothing lies beyond its first or last choice."""
+    rng, field = RANGES.get(name), FIELDS.get(name)
+    return bool(rng and rng.choices) or (field is not None and "bool" in str(field.type))
+
+
+def widenable(name: str, edge: float, side: str) -> bool:
+    """Whether the field accepts values beyond `edge` on `side` ("lower" or "upper"): not
+    when the edge is already its own bound in config.RANGES (weight_decay 0, dropout 0).
+    A parameter the config does not know (a folder from another version) has no bounds."""
+    rng = RANGES.get(name)
+    bound = None if rng is None else (rng.low if side == "lower" else rng.high)
+    if bound is None:
+        return True
+    past = edge < bound if side == "lower" else edge > bound
+    return not (past or math.isclose(edge, bound, rel_tol=1e-9, abs_tol=1e-12))
+
+
 def edge_warning(name: str, value, dist: dict) -> str | None:
     kind = kind_of(dist)
+    if categorical(name):
+        return None
     if kind in RANGE_KINDS and is_number(value):
         lo, hi = (float(v) for v in dist[kind])
         if hi <= lo or (kind == "loguniform" and (lo <= 0 or value <= 0)):
@@ -57,14 +82,16 @@ def edge_warning(name: str, value, dist: dict) -> str | None:
         pos = range_position(float(value), kind, lo, hi)
         if pos <= EDGE or pos >= 1 - EDGE:
             side = "lower" if pos <= EDGE else "upper"
-            return (f"best {name}={value:.3g} is at the {side} edge of the search range [{lo:g}, {hi:g}]"
-                    " - widen the range and re-run")
+            if widenable(name, lo if side == "lower" else hi, side):
+                return (f"best {name}={value:.3g} is at the {side} edge of the search range [{lo:g}, {hi:g}]"
+                        " - widen the range and re-run")
     if kind == "choice" and is_number(value):
         nums = [v for v in dist["choice"] if is_number(v)]
         if len(nums) == len(dist["choice"]) and len(set(nums)) > 1 and value in (min(nums), max(nums)):
-            side = "smallest" if value == min(nums) else "largest"
-            return (f"best {name}={value:g} is the {side} of the choices {sorted(nums)}"
-                    " - add values beyond it and re-run")
+            side = "lower" if value == min(nums) else "upper"
+            if widenable(name, float(value), side):
+                return (f"best {name}={value:g} is the {'smallest' if side == 'lower' else 'largest'} of the "
+                        f"choices {sorted(nums)} - add values beyond it and re-run")
     return None
 
 
@@ -123,7 +150,7 @@ def param_axis(ax, src, name: str, dist: dict, metric: str) -> None:
     if kind in RANGE_KINDS:
         x = pd.to_numeric(t[col], errors="coerce") if col in t.columns else y * np.nan
         ok &= x.notna()
-        range_axis(ax, kind, [float(v) for v in dist[kind]])
+        range_axis(ax, kind, [float(v) for v in dist[kind]], name)
     else:
         x = choice_positions(t[col] if col in t.columns else y, dist["choice"], ax)
         ok &= x.notna()
@@ -140,18 +167,22 @@ def param_axis(ax, src, name: str, dist: dict, metric: str) -> None:
                  color=WARN_COLOR if warn else "black")
     ax.set_xlabel(name + (" (log scale)" if kind == "loguniform" else ""))
     ax.set_ylabel(metric)
+    if metric.endswith("_acc"):
+        accuracy_axis(ax)
 
 
-def range_axis(ax, kind: str, bounds: list[float]) -> None:
-    """The searched range, with its outer 10% on each side shaded (the warning zones)."""
+def range_axis(ax, kind: str, bounds: list[float], name: str = "") -> None:
+    """The searched range, with its outer 10% on each side shaded (the warning zones),
+    except on a side that is already the field's own bound."""
     lo, hi = bounds
     if kind == "loguniform":
         ax.set_xscale("log")
         edge = lambda p: math.exp(math.log(lo) + p * (math.log(hi) - math.log(lo)))  # noqa: E731
     else:
         edge = lambda p: lo + p * (hi - lo)  # noqa: E731
-    for a, b in ((lo, edge(EDGE)), (edge(1 - EDGE), hi)):
-        ax.axvspan(a, b, color=WARN_COLOR, alpha=0.07, lw=0)
+    for a, b, side in ((lo, edge(EDGE), "lower"), (edge(1 - EDGE), hi, "upper")):
+        if widenable(name, lo if side == "lower" else hi, side):
+            ax.axvspan(a, b, color=WARN_COLOR, alpha=0.07, lw=0)
     for v in (lo, hi):
         ax.axvline(v, color="gray", ls=":", lw=1)
     if kind == "loguniform":

@@ -44,6 +44,22 @@ def series(df: pd.DataFrame | None, col: str) -> pd.Series | None:
     return s if len(s) else None
 
 
+def accuracy_axis(ax, axis: str = "y") -> None:
+    """End an accuracy axis at 100% at most: matplotlib's autoscaled limits, which keep a
+    margin below the data, with the top capped at 1.0 (or 100 when the data are percentages,
+    any value above 1). Values all at 100% get a 5% range ending there. Markers on the
+    capped edge are drawn whole rather than cut in half."""
+    get, set_lim = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+    data_top = ax.dataLim.y1 if axis == "y" else ax.dataLim.x1
+    top = 100.0 if np.isfinite(data_top) and data_top > 1 else 1.0
+    lo, hi = get()  # autoscales first
+    if hi <= top:
+        return
+    set_lim(lo if lo < top else top * 0.95, top)
+    for artist in (*ax.lines, *ax.collections):
+        artist.set_clip_on(False)
+
+
 def learning_curves(history: pd.DataFrame | None, title: str, path: Path) -> Path:
     if history is None or series(history, "epoch") is None:
         raise Skip("no per-epoch history")
@@ -64,6 +80,8 @@ def learning_curves(history: pd.DataFrame | None, title: str, path: Path) -> Pat
         epochs = series(history, "epoch")
         if epochs.nunique() == 1:  # one epoch: a single point, not a range of 0.96..1.04
             ax.set_xlim(epochs.iloc[0] - 1, epochs.iloc[0] + 1)
+        if metric == "acc":
+            accuracy_axis(ax)
         if ax.lines:
             ax.legend()
     if not drawn:
@@ -110,16 +128,17 @@ def per_class(ev: dict | None, title: str, path: Path) -> Path:
     colors = ["#c0392b" if a < mean - 0.02 else "#2a9d8f" for a in np.nan_to_num(accs, nan=1)]
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(names)))
     ax.hlines(y, lo, np.nan_to_num(accs, nan=lo), color=colors, lw=2, alpha=0.5)
-    ax.scatter(accs, y, color=colors, s=40, zorder=3)
+    ax.scatter(accs, y, color=colors, s=40, zorder=3, clip_on=False)  # whole at 100%, the axis' end
     for yi, a in zip(y, accs):
         ax.annotate("n/a" if np.isnan(a) else f"{a:.1%}", (lo if np.isnan(a) else a, yi),
-                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8,
+                    annotation_clip=False)  # a class at 100% sits on the axis' end, its label past it
     overall = ev.get("accuracy")
     if overall is not None:
         ax.axvline(overall, color="k", ls="--", lw=1)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlim(lo, 1.0 + (1.0 - lo) * 0.12)
+    ax.set_xlim(lo, 1.0)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlabel("test accuracy of the class" + ("" if overall is None else f"; dashed: overall {overall:.2%}")
                   + "\n(red: more than 2 pp below the class mean)")
@@ -166,6 +185,7 @@ def accuracy_vs(rows: list[dict], key: str, xlabel: str, title: str, path: Path)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    accuracy_axis(ax)
     ax.scatter([], [], s=160, facecolors="none", edgecolors="gray", label="Pareto front (circled)")
     ax.legend(title="dataset", loc="best")
     ax.set_title(title)
