@@ -48,6 +48,7 @@ FINAL = "final"  # --final-seeds: the best config retrained with other seeds
 SEED_MODEL = "seed-{seed}"  # inside final/: the best config trained with that seed
 BASELINE_SEED_MODEL = "baseline-seed-{seed}"  # inside final/: the source's baseline config
 TUNE = "tune"  # Ray Tune's experiment (and a single-worker trial's checkpoints)
+TUNE_MORE = "tune-{n}"  # the n-th Tune run of a sweep continued with more trials (n = 2, 3, ...)
 TRAIN = "train"  # Ray Train's runs of DDP trials
 
 # --- how a run or a trial ended ---------------------------------------------------------
@@ -66,6 +67,15 @@ LABELS = {COMPLETED: "completed", STOPPED_BY_PATIENCE: "stopped by patience",
           INTERRUPTED: "interrupted", RUNNING: "running"}
 # Results written before the names were made unmistakable use these:
 OLD_NAMES = {"early_stopped": STOPPED_BY_PATIENCE, "stopped_early": STOPPED_BY_SCHEDULER}
+
+
+def tune_runs(sweep_dir: str | Path) -> list[Path]:
+    """A sweep's Tune runs in the order they ran: tune/, then each continuation's tune-2/, ...
+    (Tune cannot add trials to a finished run: a continued sweep is a new run on one study)."""
+    sweep_dir = Path(sweep_dir)
+    first = [sweep_dir / TUNE] if (sweep_dir / TUNE).is_dir() else []
+    more = [p for p in sweep_dir.glob(TUNE_MORE.format(n="*")) if p.name.rsplit("-", 1)[1].isdigit()]
+    return first + sorted(more, key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
 def status(name: str | None) -> str | None:

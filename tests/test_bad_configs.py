@@ -283,13 +283,28 @@ def started_sweep(tmp_path: Path, trials: int = 2) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("flag, value, key", [("--trials", "4", "trials"), ("--seed", "7", "seed"),
-                                              ("--dataset", "fashion-mnist", "dataset")])
-def test_resume_refuses_a_flag_that_would_change_the_sweep(tmp_path, capsys, flag, value, key):
-    """`--resume --trials 4` on a 2-trial sweep ran nothing and exited 0: the flag is refused."""
+@pytest.mark.parametrize("flag, value, says", [("--trials", "1", "already has 2 trials"),
+                                               ("--seed", "7", "started with seed"),
+                                               ("--dataset", "fashion-mnist", "started with dataset")])
+def test_resume_refuses_a_flag_that_would_change_the_sweep(tmp_path, capsys, flag, value, says):
+    """A flag that would make --resume run another sweep is refused, not ignored (--trials may
+    only grow the sweep)."""
     started_sweep(tmp_path)
     run_bad(capsys, ["sweep", "mlp", "--resume", "--name", "s", "--results-dir", tmp_path / "results",
-                     flag, value], names=(f"{flag} {value}", f"started with {key}"), root=tmp_path)
+                     flag, value], names=(f"{flag} {value}", says), root=tmp_path)
+
+
+def test_resume_with_more_trials_grows_the_saved_sweep(tmp_path):
+    from mnist_dist.tuning.driver import cli
+
+    started_sweep(tmp_path, trials=2)
+    import argparse
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["mlp", "--resume", "--name", "s", "--results-dir", str(tmp_path / "results"), "--trials", "5"])
+    spec, opts = cli.build(args, "mlp")
+    assert spec.trials == 5 and spec.space == load_spec("mlp").space and opts.resume
 
 
 def test_resume_runs_the_sweep_it_saved_not_the_yaml_as_it_is_now(tmp_path):

@@ -122,3 +122,27 @@ def test_a_resume_hands_optunas_running_trials_to_the_next_tune_trials(tmp_path)
 
 def study_values(storage) -> dict:
     return storage.get_all_trials(storage.get_study_id_from_name("s"))[0].intermediate_values
+
+
+def test_a_continued_sweeps_searcher_hands_its_sampler_the_whole_history(tmp_path):
+    """A sweep continued with more trials (--resume --trials N) is a new Tune run on the same
+    study: its sampler is asked with every trial of the earlier runs in the study."""
+    from mnist_dist.tuning.driver.runner import make_searcher
+    from mnist_dist.tuning.execution import recovery
+    from mnist_dist.tuning.execution.storage import open_storage
+
+    recovery.start_fresh()
+    first = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")
+    for i, acc in enumerate((0.91, 0.95)):
+        first.suggest(f"t{i}")
+        first.on_trial_complete(f"t{i}", {"best_val_acc": acc, "training_iteration": 1, "status": "completed"})
+    later = make_searcher(load_spec("mlp"), open_storage(None, tmp_path), "s")  # no points: a continuation
+    seen = []
+    sampler = internals.searcher_study(later).sampler
+    infer = sampler.infer_relative_search_space
+    sampler.infer_relative_search_space = lambda study, trial: seen.append(
+        [t.value for t in study.get_trials(deepcopy=False) if t.state.is_finished()]) or infer(study, trial)
+    assert later.suggest("t2") is not None
+    assert seen and seen[0] == [0.91, 0.95]
+    assert internals.searcher_trials(later)["t2"].number == 2
+    recovery.start_fresh()

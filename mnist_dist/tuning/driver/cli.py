@@ -59,7 +59,8 @@ def add_arguments(p) -> None:
                    "an embedded local Ray sized to this machine")
     p.add_argument("--results-dir", default="results", help="where results/<name>/ goes (may be shared storage)")
     p.add_argument("--name", help="sweep folder name (default: ARCH-DATASET)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its folder; "
+                   "with --trials N, grow a sweep (finished or not) to N trials")
     p.add_argument("--seed", type=config_flag("seed"), help="seed for the sampler and every trial's training")
     p.add_argument("--sampler", type=sweep_flag("sampler"), metavar="{" + ",".join(SAMPLERS) + "}",
                    help="search algorithm: Optuna's TPE, Gaussian process, CMA-ES or random search "
@@ -134,13 +135,14 @@ def build(args, arch: str):
 
 
 # What a sweep is fixed when it starts; --resume with one of these set to another value would
-# run a sweep other than the one it continues
-SWEEP_FLAGS = {"trials": "trials", "seed": "seed", "dataset": "dataset", "sampler": "sampler"}
+# run a sweep other than the one it continues (--trials may grow it: resumed_spec)
+SWEEP_FLAGS = {"seed": "seed", "dataset": "dataset", "sampler": "sampler"}
 
 
 def resumed_spec(args, spec, opts):
-    """--resume runs the sweep its folder saved (config.json), not the YAML as it is now. A
-    flag asking for another sweep (more trials, another seed) is an error, not ignored."""
+    """--resume runs the sweep its folder saved (config.json), not the YAML as it is now, with
+    more trials if --trials asks for them. A flag asking for another sweep (another seed,
+    fewer trials) is an error, not ignored."""
     from ...config import ConfigError
     from ..options import sweep_name
     from ..spec import saved_spec
@@ -155,6 +157,11 @@ def resumed_spec(args, spec, opts):
             raise ConfigError(f"--{flag} {given} with --resume: the sweep in {config_json.parent} was started "
                               f"with {key} {getattr(saved, key)!r}, and --resume continues it as it started; "
                               "start a new sweep (another --name) for other settings")
+    if args.trials is not None and args.trials < saved.trials:
+        raise ConfigError(f"--trials {args.trials} with --resume: the sweep in {config_json.parent} already has "
+                          f"{saved.trials} trials; --trials can only add to them (pass a number above {saved.trials})")
+    if args.trials is not None:
+        saved.trials = args.trials  # the runner continues the sweep in a new Tune run up to this many
     return saved
 
 

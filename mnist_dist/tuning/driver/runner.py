@@ -82,13 +82,15 @@ def check_dir(sweep_dir: Path, opts: SweepOptions) -> None:
                           "or --name to start a new one")
 
 
-def make_searcher(spec: SweepSpec, storage, name: str):
+def make_searcher(spec: SweepSpec, storage, name: str, points: list[dict] | None = None):
+    """Optuna on the sweep's study: a new study's searcher tries `points` first (the baseline,
+    the YAML's points); a continuation's joins the study its earlier runs filled."""
     from ..execution.searcher import BudgetAwareOptunaSearch
     from .samplers import make_sampler
 
     return BudgetAwareOptunaSearch(
         space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
-        points_to_evaluate=initial_points(spec) or None, sampler=make_sampler(spec),
+        points_to_evaluate=points or None, sampler=make_sampler(spec),
         study_name=name, storage=storage)
 
 
@@ -106,43 +108,70 @@ def make_scheduler(spec: SweepSpec, sweep_dir: Path):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def make_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict, storage=None,
-               ended: frozenset[str] = frozenset()):
-    """The Tuner of a new sweep (its searcher writing to `storage`), or the one --resume restores
-    (`ended`: the trials it keeps ended, from recovery.read)."""
+def new_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict, storage, run: int = 1,
+              trials: int | None = None):
+    """The Tuner of the sweep's Tune run number `run` (its searcher writing to `storage`): 1
+    starts the sweep, a later one continues it with `trials` more."""
     from ray import tune
 
-    from .console import SweepProgress
-    from .estimate import epochs_expected
-    from ..execution.events import EventLog
-
-    name, trials = sweep_name(spec, opts), spec.trials
-    trainable = make_trainable(opts, sweep_dir, base, ended)
-    callbacks = [EventLog(sweep_dir / layout.EVENTS)]
-    if opts.verbose and not opts.ray_logs:
-        callbacks.append(SweepProgress(trials, spec.metric, spec.mode, epochs_left=epochs_expected(spec)))
     from ..execution.scheduler import ResumableASHA
 
-    ResumableASHA.resuming = opts.resume  # the restored scheduler reads its saved rungs back
-    if opts.resume:
-        return tune.Tuner.restore(str(sweep_dir / layout.TUNE), trainable=trainable, resume_errored=True)
+    first = run == 1
+    trials = spec.trials if first else trials
+    # a continuation's sampler gets a seed of its own: the sweep's would draw its first run's configs again
+    searcher = make_searcher(spec if first else replace(spec, seed=spec.seed + 1000 * (run - 1)), storage,
+                             sweep_name(spec, opts), initial_points(spec) if first else None)
+    ResumableASHA.resuming = not first  # a continuation's trials join the rungs the earlier runs filled
     return tune.Tuner(
-        trainable,
+        make_trainable(opts, sweep_dir, base),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, storage, name), scheduler=make_scheduler(spec, sweep_dir),
+            search_alg=searcher, scheduler=make_scheduler(spec, sweep_dir),
             num_samples=trials, reuse_actors=reuses_processes(opts.scaling),
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
         run_config=tune.RunConfig(
-            name=layout.TUNE, storage_path=str(sweep_dir), verbose=1 if opts.ray_logs and opts.verbose else 0,
+            name=layout.TUNE if first else layout.TUNE_MORE.format(n=run), storage_path=str(sweep_dir),
+            verbose=1 if opts.ray_logs and opts.verbose else 0,
             failure_config=tune.FailureConfig(max_failures=tune_failures(opts.scaling)),
             checkpoint_config=trial_checkpoints(),
-            callbacks=callbacks))
+            callbacks=callbacks(spec, opts, sweep_dir, trials)))
+
+
+def restored_tuner(opts: SweepOptions, sweep_dir: Path, base: dict, ended: frozenset[str]):
+    """The sweep's latest Tune run as --resume restores it (`ended`: the trials it keeps ended,
+    from recovery.read)."""
+    from ray import tune
+
+    from ..execution.scheduler import ResumableASHA
+
+    ResumableASHA.resuming = True  # the restored scheduler reads its saved rungs back
+    return tune.Tuner.restore(str(layout.tune_runs(sweep_dir)[-1]), trainable=make_trainable(opts, sweep_dir, base, ended),
+                              resume_errored=True)
+
+
+def callbacks(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, trials: int) -> list:
+    from .console import SweepProgress
+    from .estimate import epochs_expected
+    from ..execution.events import EventLog
+
+    found = [EventLog(sweep_dir / layout.EVENTS)]
+    if opts.verbose and not opts.ray_logs:
+        found.append(SweepProgress(trials, spec.metric, spec.mode, epochs_left=epochs_expected(spec)))
+    return found
+
+
+def planned_trials(sweep_dir: Path) -> int:
+    """How many trials the sweep's Tune runs were given, together (config.json; a run recorded
+    there whose folder Tune never made, the driver killed in between, never ran)."""
+    saved = json.loads((sweep_dir / layout.CONFIG_JSON).read_text())
+    runs = saved.get("tune_runs", {layout.TUNE: saved["sweep"]["trials"]})
+    return sum(n for folder, n in runs.items() if (sweep_dir / folder).is_dir())
 
 
 def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
     """Run (or resume) the sweep and write its results; returns summary.json's contents."""
-    spec = smoke_tested(spec) if opts.smoke_test else spec
+    # a resumed sweep is the one it saved, smoke-tested already if it was
+    spec = smoke_tested(spec) if opts.smoke_test and not opts.resume else spec
     sweep_dir, lock = prepare_dir(spec, opts)
     try:
         return _run(spec, opts, sweep_dir)
@@ -183,19 +212,63 @@ def _start_ray(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Path)
 
 
 def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dict) -> SweepSummary:
-    """Tune's run, from the first trial to the last, then its results collected."""
+    """Tune's run, from the first trial to the last, then the results of all the sweep's runs
+    collected. --resume restores the latest run, then, when the sweep now has more trials than
+    its runs were given, continues it in a new run on the same Optuna study and ASHA rungs."""
     from ..outputs.results import collect
 
     earlier = previous_wall_time(sweep_dir) if opts.resume else 0.0
     if not opts.address:  # an embedded Ray: its first trials' processes were started ahead
         wait_for_trial_processes(concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent))
     t0 = time.time()
-    storage = None if opts.resume else open_storage(opts.storage, sweep_dir)  # a resume unpickles its own
-    found = _recover(spec, opts, sweep_dir) if opts.resume else recovery.start_fresh()
-    grid = fit(make_tuner(spec, opts, sweep_dir, ray, base, storage, ended=found.ended))
+    storage = None
+    if opts.resume:
+        found = _recover(spec, opts, sweep_dir)
+        results = [*finished_runs(sweep_dir), *fit(restored_tuner(opts, sweep_dir, base, found.ended))]
+        more = spec.trials - planned_trials(sweep_dir)
+        if more > 0 and not cut_short(sweep_dir, results):
+            storage = open_storage(opts.storage, sweep_dir)  # the study the earlier runs filled
+            run = len(layout.tune_runs(sweep_dir)) + 1
+            record_run(sweep_dir, spec, layout.TUNE_MORE.format(n=run), more)
+            if opts.verbose:
+                print(f"continuing {sweep_dir.name}: {more} more trials, {spec.trials} in all; the sampler "
+                      "starts from every earlier trial, ASHA from its saved rungs", flush=True)
+            results += fit(new_tuner(spec, opts, sweep_dir, ray, base, storage, run, more))
+    else:
+        recovery.start_fresh()
+        storage = open_storage(opts.storage, sweep_dir)
+        results = list(fit(new_tuner(spec, opts, sweep_dir, ray, base, storage)))
     if not opts.storage:
         seal(sweep_dir, storage)
-    return collect(grid, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
+    return collect(results, spec, opts, sweep_dir, base, wall_time=earlier + time.time() - t0)
+
+
+def finished_runs(sweep_dir: Path) -> list:
+    """The results of the sweep's Tune runs before its latest (a continued sweep's): each ran
+    to its end before the next began, so Tune's saved state of each is final."""
+    from ray import tune
+
+    return [r for run in layout.tune_runs(sweep_dir)[:-1] for r in tune.ResultGrid(tune.ExperimentAnalysis(str(run)))]
+
+
+def cut_short(sweep_dir: Path, results: list) -> bool:
+    """The latest run stopped before its end (Ctrl-C, SIGTERM): a trial it started never
+    ended, or it has fewer trials than it was given. A continuation waits for the next --resume."""
+    from ..execution.events import ended_trials
+
+    return bool({(r.metrics or {}).get("trial_id") for r in results} - ended_trials(sweep_dir / layout.EVENTS)) \
+        or len(results) < planned_trials(sweep_dir)
+
+
+def record_run(sweep_dir: Path, spec: SweepSpec, folder: str, trials: int) -> None:
+    """config.json (and .yaml) say the sweep now has `spec.trials` trials, `trials` of them in
+    the Tune run `folder`: a later --resume continues to that many."""
+    saved = json.loads((sweep_dir / layout.CONFIG_JSON).read_text())
+    runs = saved.get("tune_runs", {layout.TUNE: saved["sweep"]["trials"]})
+    saved["tune_runs"] = {**runs, folder: trials}
+    saved["sweep"]["trials"] = spec.trials
+    save_json(saved, sweep_dir / layout.CONFIG_JSON)
+    _write_yaml(saved, sweep_dir / layout.CONFIG_YAML)
 
 
 def _recover(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path) -> recovery.Recovery:
@@ -249,7 +322,7 @@ def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Pa
     trials share, and apart from them what this run decided once Ray was up."""
     options = {**asdict(opts), "storage": mask_url(opts.storage)}  # files a user shares: no password
     resolved = {"sweep": spec.to_dict(), "options": options, "base_config": base,
-                "decided_at_start": {"scaling": asdict(scaling)}}
+                "decided_at_start": {"scaling": asdict(scaling)}, "tune_runs": {layout.TUNE: spec.trials}}
     save_json(resolved, sweep_dir / layout.CONFIG_JSON)
     _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
 

@@ -53,8 +53,9 @@ def start_fresh() -> Recovery:
 
 def read(sweep_dir: Path, storage, study_name: str, ray_temp: Path | None) -> Recovery:
     """Read what the stopped driver left in `sweep_dir` and its Optuna `storage` (repairing
-    Tune's snapshot on the way); the result is also this driver's `current()`."""
-    repaired = repair(sweep_dir / layout.TUNE, ray_temp)
+    the snapshot of its latest Tune run on the way); the result is also this driver's `current()`."""
+    runs = layout.tune_runs(sweep_dir)
+    repaired = repair(runs[-1] if runs else sweep_dir / layout.TUNE, ray_temp)
     told, running = _study_state(storage, study_name)
     recovery = Recovery(ended=frozenset(completed_trials(sweep_dir / layout.EVENTS)), told=told,
                         running=running, repaired=tuple(repaired))
@@ -95,7 +96,7 @@ def forgotten_trials(grid, sweep_dir: Path, searched) -> list:
     known = {(r.metrics or {}).get("trial_id") for r in grid}
     found = []
     for trial_id in sorted(completed_trials(sweep_dir / layout.EVENTS) - known):
-        folders = internals.trial_folders(sweep_dir / layout.TUNE, trial_id)
+        folders = [f for run in layout.tune_runs(sweep_dir) for f in internals.trial_folders(run, trial_id)]
         newest = newest_checkpoint(folders[-1]) if folders else None
         if newest is None:
             continue

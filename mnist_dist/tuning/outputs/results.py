@@ -151,12 +151,8 @@ def evaluate_model(model_path: Path, base: dict) -> dict:
 def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
     """The overheads of trials that ran in a trial process an earlier trial had started,
     and how many trial processes there were (none for DDP trials: Ray Train's workers)."""
-    first_start = {}
-    for e in read_events(events):
-        if e["event"] == "start":
-            first_start.setdefault(e["trial_id"], e["time"])
     seen, reused = set(), []
-    for r in sorted(rows, key=lambda r: first_start.get(r["trial_id"], math.inf)):
+    for r in in_start_order(rows, events):
         if r.get("pid") is None:
             continue
         process = (r.get("node_ids"), r["pid"])
@@ -164,6 +160,16 @@ def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
             reused.append(r["overhead_s"])
         seen.add(process)
     return reused, len(seen)
+
+
+def in_start_order(rows: list[dict], events: Path) -> list[dict]:
+    """The trials in the order they first started (the event log's), whatever order Tune lists
+    them in: a continued sweep's earlier runs come first, the baseline stays trial 1."""
+    first_start = {}
+    for e in read_events(events):
+        if e["event"] == "start":
+            first_start.setdefault(e["trial_id"], e["time"])
+    return sorted(rows, key=lambda r: first_start.get(r["trial_id"], math.inf))
 
 
 def mark_interrupted(rows: list[dict], events: Path) -> set[str]:
@@ -182,6 +188,7 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     histories.mkdir(exist_ok=True)
     walls = trial_wall_times(sweep_dir / layout.EVENTS)
     rows = [trial_row(r, histories, walls) for r in [*grid, *recovery.forgotten_trials(grid, sweep_dir, spec.space)]]
+    rows = in_start_order(rows, sweep_dir / layout.EVENTS)
     unfinished = mark_interrupted(rows, sweep_dir / layout.EVENTS)
     write_csv(rows, sweep_dir / layout.TRIALS_CSV)
     best = pick_best(rows, spec.metric, spec.mode)
