@@ -59,12 +59,13 @@ STOPPED_BY_SCHEDULER = "stopped_by_scheduler"  # ASHA judged it worse than its p
 DIVERGED = "diverged"  # the loss became NaN/inf
 FAILED = "failed"  # an error, after the retries
 INTERRUPTED = "interrupted"  # Ctrl-C before it ended; --resume continues it
+IMPORTED = "imported"  # an earlier sweep's trial, given to the sampler by --warm-start; not run here
 
 ENDED = (COMPLETED, STOPPED_BY_PATIENCE, STOPPED_BY_SCHEDULER, DIVERGED, FAILED, INTERRUPTED)
 USABLE = (COMPLETED, STOPPED_BY_PATIENCE, STOPPED_BY_SCHEDULER)  # a model worth evaluating
 LABELS = {COMPLETED: "completed", STOPPED_BY_PATIENCE: "stopped by patience",
           STOPPED_BY_SCHEDULER: "stopped by ASHA", DIVERGED: "diverged", FAILED: "failed",
-          INTERRUPTED: "interrupted", RUNNING: "running"}
+          INTERRUPTED: "interrupted", RUNNING: "running", IMPORTED: "imported"}
 # Results written before the names were made unmistakable use these:
 OLD_NAMES = {"early_stopped": STOPPED_BY_PATIENCE, "stopped_early": STOPPED_BY_SCHEDULER}
 

@@ -44,6 +44,7 @@ class SweepOptions:
     data_dir: str | None = None
     storage: str | None = None  # Optuna storage URL; default sqlite in the sweep folder
     final_seeds: int = 0
+    warm_start: str | None = None  # an earlier sweep's folder (warmstart.py)
     verbose: int = 1  # 0: nothing while it runs (--quiet); 1: our progress display
     ray_logs: bool = False  # Ray's worker logs and Tune's status tables on the console too
 

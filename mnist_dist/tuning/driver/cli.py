@@ -65,6 +65,9 @@ def add_arguments(p) -> None:
     p.add_argument("--sampler", type=sweep_flag("sampler"), metavar="{" + ",".join(SAMPLERS) + "}",
                    help="search algorithm: Optuna's TPE, Gaussian process, CMA-ES or random search "
                    "(default: the YAML's, else tpe)")
+    p.add_argument("--warm-start", metavar="SWEEP_DIR",
+                   help="start from an earlier sweep's trials: as the sampler's history when it swept the same "
+                   "architecture, data and metric, else its best 3 configs tried right after the baseline")
     p.add_argument("--smoke-test", action="store_true", help="tiny data, 2 trials, 1 epoch (about 20 s)")
     p.add_argument("--data-dir", help="folder of IDX datasets (default: $MNIST_DIST_DATA_DIR, then download)")
     p.add_argument("--images", metavar="DIR", help="sweep over your own image folder (DIR/train/ and DIR/test/, "
@@ -130,8 +133,26 @@ def build(args, arch: str):
         max_concurrent=args.max_concurrent, address=args.address, resume=args.resume,
         smoke_test=args.smoke_test, data_dir=args.data_dir, storage=args.storage,
         final_seeds=args.final_seeds, verbose=0 if args.quiet else 1,
+        warm_start=str(Path(args.warm_start).expanduser().resolve()) if args.warm_start else None,
         ray_logs=args.ray_logs or os.environ.get("MNIST_DIST_RAY_LOGS") == "1")
-    return (resumed_spec(args, spec, opts) if args.resume else spec), opts
+    if args.resume:
+        return resumed_spec(args, spec, opts), opts
+    return warm_started(spec, opts), opts
+
+
+def warm_started(spec, opts):
+    """A new sweep with --warm-start: the source read and checked now, before Ray starts. Its
+    starting points (from a sweep that does not compare) go right after the baseline; its
+    history goes into the study when the sweep starts (runner)."""
+    if not opts.warm_start:
+        return spec
+    from .. import warmstart
+
+    ws = warmstart.read(opts.warm_start, spec)
+    spec.points[:0] = ws.points()
+    if opts.verbose:
+        print(f"{spec.arch}: {ws.describe()}", flush=True)
+    return spec
 
 
 # What a sweep is fixed when it starts; --resume with one of these set to another value would
@@ -157,12 +178,26 @@ def resumed_spec(args, spec, opts):
             raise ConfigError(f"--{flag} {given} with --resume: the sweep in {config_json.parent} was started "
                               f"with {key} {getattr(saved, key)!r}, and --resume continues it as it started; "
                               "start a new sweep (another --name) for other settings")
+    given, started = opts.warm_start, _saved_warm_start(config_json)
+    if given is not None and given != started:
+        raise ConfigError(f"--warm-start {args.warm_start} with --resume: the sweep in {config_json.parent} started "
+                          f"{'from ' + started if started else 'cold'}, and a warm start applies when a sweep starts; "
+                          "start a new sweep (another --name) to warm-start it")
     if args.trials is not None and args.trials < saved.trials:
         raise ConfigError(f"--trials {args.trials} with --resume: the sweep in {config_json.parent} already has "
                           f"{saved.trials} trials; --trials can only add to them (pass a number above {saved.trials})")
     if args.trials is not None:
         saved.trials = args.trials  # the runner continues the sweep in a new Tune run up to this many
     return saved
+
+
+def _saved_warm_start(config_json: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(config_json.read_text()).get("options", {}).get("warm_start")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run(args) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ... import layout
 from ...config import ConfigError
 from ...layout import save_json
-from .. import internals
+from .. import internals, warmstart
 from ..outputs.summary import EnsembleResult, SweepSummary, read_summary, write_summary
 from ..execution.plan import (concurrency, make_trainable, resolve_gpus, reuses_processes, trial_checkpoints,
                         trials_per_gpu, trials_that_fit, tune_failures)
@@ -237,6 +237,9 @@ def _search(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: dic
     else:
         recovery.start_fresh()
         storage = open_storage(opts.storage, sweep_dir)
+        ws = warmstart.saved(sweep_dir)
+        if ws is not None and ws.kind == warmstart.HISTORY:  # into the study before its searcher loads it
+            warmstart.add_history(ws, spec, storage, sweep_name(spec, opts))
         results = list(fit(new_tuner(spec, opts, sweep_dir, ray, base, storage)))
     if not opts.storage:
         seal(sweep_dir, storage)
@@ -323,6 +326,8 @@ def save_resolved(spec: SweepSpec, opts: SweepOptions, base: dict, sweep_dir: Pa
     options = {**asdict(opts), "storage": mask_url(opts.storage)}  # files a user shares: no password
     resolved = {"sweep": spec.to_dict(), "options": options, "base_config": base,
                 "decided_at_start": {"scaling": asdict(scaling)}, "tune_runs": {layout.TUNE: spec.trials}}
+    if opts.warm_start:  # what the earlier sweep gave, as read now: the sweep's record of it
+        resolved["warm_start"] = warmstart.read(opts.warm_start, spec).to_dict()
     save_json(resolved, sweep_dir / layout.CONFIG_JSON)
     _write_yaml(resolved, sweep_dir / layout.CONFIG_YAML)
 

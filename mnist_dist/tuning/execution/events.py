@@ -20,9 +20,11 @@ class EventLog(Callback):
         # Tune calls a trial started once its process is up; the trial was created (and its
         # process asked for) earlier. Its start event carries that time, so a trial's wall
         # time in trials.csv includes the start-up it cost.
+        # Tune lists trials in the order it created them (its searcher's order): trials first
+        # seen in one step keep that order in trials.csv, whichever process starts first.
         now = time.time()
-        for trial in trials:
-            self._seen.setdefault(trial.trial_id, now)
+        for order, trial in enumerate(trials):
+            self._seen.setdefault(trial.trial_id, (now, order))
 
     def _write(self, event: str, trial, **extra) -> None:
         last = trial.last_result or {}
@@ -34,7 +36,9 @@ class EventLog(Callback):
             f.write(json.dumps(row) + "\n")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._write("start", trial, queued=self._seen.pop(trial.trial_id, None))
+        seen = self._seen.pop(trial.trial_id, None)
+        queued, order = seen if isinstance(seen, tuple) else (seen, None)  # a float: pickled by an earlier version
+        self._write("start", trial, queued=queued, order=order)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write("complete", trial)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ... import layout
 from ...layout import write_csv
 from ...evaluation import evaluate_checkpoint, save_evaluation
-from .. import internals
+from .. import internals, warmstart
 from ..execution import recovery
 from ..options import data_label
 from ..execution.events import ended_trials, read_events, trial_wall_times
@@ -163,13 +163,14 @@ def process_reuse(rows: list[dict], events: Path) -> tuple[list[float], int]:
 
 
 def in_start_order(rows: list[dict], events: Path) -> list[dict]:
-    """The trials in the order they first started (the event log's), whatever order Tune lists
-    them in: a continued sweep's earlier runs come first, the baseline stays trial 1."""
-    first_start = {}
+    """The trials in the order the sweep created them (the event log's: when the driver first saw
+    each, then Tune's own order), whatever order Tune lists them in: a continued sweep's earlier
+    runs come first, the baseline stays trial 1."""
+    first = {}
     for e in read_events(events):
         if e["event"] == "start":
-            first_start.setdefault(e["trial_id"], e["time"])
-    return sorted(rows, key=lambda r: first_start.get(r["trial_id"], math.inf))
+            first.setdefault(e["trial_id"], (e.get("queued") or e["time"], e.get("order") or 0, e["time"]))
+    return sorted(rows, key=lambda r: first.get(r["trial_id"], (math.inf, 0, 0)))
 
 
 def mark_interrupted(rows: list[dict], events: Path) -> set[str]:
@@ -190,11 +191,16 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     rows = [trial_row(r, histories, walls) for r in [*grid, *recovery.forgotten_trials(grid, sweep_dir, spec.space)]]
     rows = in_start_order(rows, sweep_dir / layout.EVENTS)
     unfinished = mark_interrupted(rows, sweep_dir / layout.EVENTS)
-    write_csv(rows, sweep_dir / layout.TRIALS_CSV)
+    ws = warmstart.saved(sweep_dir)
+    if ws is not None:
+        warmstart.mark_starting_points(rows, ws)
+    write_csv([*(warmstart.imported_rows(ws, spec.metric) if ws else []), *rows], sweep_dir / layout.TRIALS_CSV)
     best = pick_best(rows, spec.metric, spec.mode)
     summary = SweepSummary(
         name=sweep_dir.name, arch=spec.arch, dataset=data_label(spec), metric=spec.metric, mode=spec.mode,
-        sampler=spec.sampler, trials_run=len(rows), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
+        sampler=spec.sampler, scheduler=spec.scheduler.type, trials_run=len(rows),
+        warm_start=ws and {"source": Path(ws.source).name, "kind": ws.kind, "trials": len(ws.trials),
+                           "skipped_values": ws.skipped_values}, counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
         workers=opts.scaling.workers, wall_time_s=wall_time, **overheads(rows, sweep_dir / layout.EVENTS),
         train_time_s=sum(r["train_time_s"] for r in rows),
         # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials

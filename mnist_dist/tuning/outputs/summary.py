@@ -191,7 +191,8 @@ class SweepSummary:
     metric: str = ""
     mode: str = ""
     sampler: str = "tpe"  # the search algorithm (spec.SAMPLERS); summaries that predate it used TPE
-    trials_run: int = 0
+    scheduler: str = "asha"  # what stopped or steered trials: asha, pbt or none
+    trials_run: int = 0  # this sweep's trials (not those a warm start imported)
     counts: dict[str, int] = field(default_factory=dict)  # trials per status in COUNTED
     workers: int | None = None  # per trial
     wall_time_s: float = 0.0  # the search, all its runs (a resumed one's too)
@@ -207,6 +208,8 @@ class SweepSummary:
     error: str | None = None  # why there is no best model
     ensemble: EnsembleResult | None = None
     final_seeds: FinalSeeds | None = None
+    # --warm-start: {source, kind (history or points), trials, skipped_values}
+    warm_start: dict | None = None
     kind: str = "sweep"  # tells the report a sweep's summary.json from a run's run.json
 
     @property
@@ -218,12 +221,12 @@ class SweepSummary:
         """summary.json's object; the best model's keys, the error, the ensemble and the
         final seeds are there only when the sweep has them."""
         head = {"kind": self.kind, **{n: getattr(self, n) for n in ("name", "arch", "dataset", "metric", "mode",
-                                                                     "sampler", "trials_run")}}
+                                                                     "sampler", "scheduler", "trials_run")}}
         tail = {n: getattr(self, n) for n in ("workers", "wall_time_s", "overhead_per_trial_s",
                                               "overhead_per_reused_trial_s", "trial_processes",
                                               "train_time_s", "incomplete", "interrupted_trials")}
         optional = {"error": self.error, "ensemble": self.ensemble and self.ensemble.to_dict(),
-                    "final_seeds": self.final_seeds and self.final_seeds.to_dict()}
+                    "final_seeds": self.final_seeds and self.final_seeds.to_dict(), "warm_start": self.warm_start}
         return {**head, **self.counts, **tail, **(self.best.to_dict() if self.best else {}),
                 **{k: v for k, v in optional.items() if v is not None}}
 
@@ -233,7 +236,8 @@ class SweepSummary:
             raise ValueError(f"a sweep summary is a JSON object, not {type(d).__name__}")
         counts = layout.upgrade_counts(d)  # old files name two statuses differently
         texts = {n: _text(d.get(n), "") for n in ("name", "arch", "dataset", "metric", "mode")}
-        return cls(**texts, sampler=_text(d.get("sampler"), "tpe"), trials_run=_num(d.get("trials_run"), 0),
+        return cls(**texts, sampler=_text(d.get("sampler"), "tpe"), scheduler=_text(d.get("scheduler"), "asha"),
+                   warm_start=d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None, trials_run=_num(d.get("trials_run"), 0),
                    counts={s: counts[s] for s in COUNTED if _num(counts.get(s)) is not None},
                    workers=_num(d.get("workers")), wall_time_s=_num(d.get("wall_time_s"), 0.0),
                    overhead_per_trial_s=_num(d.get("overhead_per_trial_s")),
