@@ -154,6 +154,8 @@ def test_sweep_console_has_no_noise_and_no_traceback_when_asha_stops_trials(tmp_
         assert noise not in console, f"{noise!r} in:\n{console[-3000:]}"
     lines = console.strip().splitlines()
     assert lines[-1].startswith(f"results: {tmp_path / 'c'}")
+    report = lines[-1].split("(report: ", 1)[1].rstrip(")")  # a command the report's parser takes
+    assert report == f"mnist-dist report {tmp_path}"
     assert any(line.startswith("trial     status") for line in lines) and "stopped by ASHA" in console
     if quiet:
         assert lines[0].startswith("sweep c: 3 trials") and "estimate" not in console and "trial 1/3" not in console

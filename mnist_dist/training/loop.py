@@ -370,6 +370,8 @@ class EpochRun:
         m = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
              "val_loss": val_loss, "val_acc": 0.0 if diverged else val_acc, "lr": trainer.lr(),
              "epoch_seconds": time.perf_counter() - t0, "train_seconds": train_seconds,
+             # every epoch's time so far: what a sweep can weigh accuracy against (objectives)
+             "train_time_s": sum(h["epoch_seconds"] for h in state.history) + time.perf_counter() - t0,
              "images_per_sec": n_seen / max(train_seconds, 1e-9), "world_size": trainer.world_size,
              "node_ids": trainer.node_ids}
         state.epoch = epoch

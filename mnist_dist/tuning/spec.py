@@ -31,6 +31,8 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 # makes sense for it. best_*: the best epoch so far, so a trial is ranked by its best model.
 METRICS = {"best_val_acc": "max", "best_val_loss": "min", "val_acc": "max", "val_loss": "min",
            "train_acc": "max", "train_loss": "min"}
+# What several objectives can weigh the metrics against: a cost every trial reports
+OBJECTIVES = {**METRICS, "train_time_s": "min"}
 SEARCHABLE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "dropout",
               "batch_size", "epochs", "lr_plateau_factor", "early_stopping_patience", "augment",
               "val_fraction", "lr_schedule", "warmup_epochs", "label_smoothing")
@@ -61,6 +63,12 @@ class SweepSpec:
     fixed: dict = field(default_factory=dict)  # TrainConfig values held constant
     space: dict = field(default_factory=dict)  # param -> distribution
     points: list = field(default_factory=list)  # configs to evaluate first, after the baseline
+    # several objectives (names in OBJECTIVES, each with its natural mode), the first the metric
+    objectives: list = field(default_factory=list)
+
+    def directions(self) -> list[tuple[str, str]]:
+        """(objective, mode) for each objective; the one metric when there are not several."""
+        return [(o, OBJECTIVES[o]) for o in self.objectives] if self.objectives else [(self.metric, self.mode)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,11 +212,35 @@ def parse_spec(arch: str, raw: dict, where: str) -> SweepSpec:
                                                           f"scheduler.{k}") for k, v in scheduler.items()})
     values["fixed"] = coerce(mapping(raw, "fixed", where), where, "fixed.")
     values["space"] = mapping(raw, "space", where)
+    values["objectives"] = _objectives(raw, values, where)
     values["points"] = raw.get("points") or []
     if not isinstance(values["points"], list) or not all(isinstance(p, dict) for p in values["points"]):
         fail(where, "points", raw["points"], "a list of mappings of searched params to values, "
              "like [{lr: 3.0e-3, optimizer: adam}]")
     return SweepSpec(**values)
+
+
+def _objectives(raw: dict, values: dict, where: str) -> list:
+    """`objectives: [best_val_acc, train_time_s]`: two or more metrics, each once, the first one
+    ranking trials (ASHA cuts on it, the best model is picked by it): it sets metric and mode."""
+    given = raw.get("objectives")
+    if given is None or given == []:
+        return []
+    accepted = f"a list of two or more of {', '.join(OBJECTIVES)}, like [best_val_acc, train_time_s]"
+    if not isinstance(given, list) or len(given) < 2 or not all(isinstance(o, str) for o in given) \
+            or len(set(given)) < len(given):
+        fail(where, "objectives", given, accepted)
+    for o in given:
+        if o not in OBJECTIVES:
+            close = difflib.get_close_matches(o, list(OBJECTIVES), n=1)
+            raise ConfigError(f"{where}: objectives: {o!r} is not something trials report"
+                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; known: {', '.join(OBJECTIVES)}")
+    for key, value in (("metric", given[0]), ("mode", OBJECTIVES[given[0]])):
+        if key in raw and values.get(key) != value:
+            raise ConfigError(f"{where}: {key}: {values.get(key)} with objectives {given}: the first objective sets "
+                              f"the {key} ({value}); drop {key} or list {values.get(key)} first")
+        values[key] = value
+    return list(given)
 
 
 def mapping(raw: dict, key: str, where: str) -> dict:
@@ -238,6 +270,9 @@ def validate(spec: SweepSpec, where: str) -> None:
     if overlap:
         raise ConfigError(f"{where}: {sorted(overlap)} both fixed and searched; keep one")
     _check_compare_within(spec, where)
+    if spec.objectives and spec.sampler == "cmaes":
+        raise ConfigError(f"{where}: sampler cmaes with objectives {spec.objectives}: Optuna's CMA-ES searches one "
+                          "objective; use tpe, gp or random for several")
     base = resolve(spec.arch, {**spec.fixed, "dataset": spec.dataset, "seed": spec.seed}, source=where).to_dict()
     _check_warmup_fits(spec, base, where)
     if spec.baseline_first:

@@ -56,8 +56,9 @@ def read(folder: str | Path, spec: SweepSpec) -> WarmStart:
     holds no finished sweep."""
     folder = Path(folder).expanduser().resolve()
     source = _source_sweep(folder)
-    comparable = (source.get("arch"), source.get("dataset"), source.get("metric"),
-                  (source.get("fixed") or {}).get("images")) == \
+    # one score each: a sweep of several objectives takes starting points only
+    comparable = not spec.objectives and (source.get("arch"), source.get("dataset"), source.get("metric"),
+                                          (source.get("fixed") or {}).get("images")) == \
         (spec.arch, spec.dataset, spec.metric, spec.fixed.get("images"))
     rows = _rows(folder)
     metric, mode = source.get("metric", spec.metric), source.get("mode", spec.mode)

@@ -9,6 +9,7 @@ and at the end the trials as a table and where the results and report are.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -199,7 +200,7 @@ def final_message(summary: SweepSummary, rows: list[dict], sweep_dir: Path, resu
     out += final_seeds_lines(summary.final_seeds)
     if summary.unfinished:
         out.append(f"interrupted: the finished trials are kept. Resume with:\n  {resume_hint}")
-    out.append(f"results: {sweep_dir}  (report: mnist-dist report --results-dir {sweep_dir.parent})")
+    out.append(f"results: {sweep_dir}  (report: mnist-dist report {shlex.quote(str(sweep_dir.parent))})")
     return "\n".join(out)
 
 

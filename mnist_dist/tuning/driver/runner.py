@@ -88,8 +88,11 @@ def make_searcher(spec: SweepSpec, storage, name: str, points: list[dict] | None
     from ..execution.searcher import BudgetAwareOptunaSearch
     from .samplers import make_sampler
 
+    names, modes = zip(*spec.directions())
+    several = len(names) > 1  # Tune's OptunaSearch takes lists for a multi-objective study
     return BudgetAwareOptunaSearch(
-        space=DefineByRun(spec.space), metric=spec.metric, mode=spec.mode,
+        space=DefineByRun(spec.space), metric=list(names) if several else names[0],
+        mode=list(modes) if several else modes[0],
         points_to_evaluate=points or None, sampler=make_sampler(spec),
         study_name=name, storage=storage)
 

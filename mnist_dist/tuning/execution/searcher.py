@@ -82,8 +82,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if status != layout.STOPPED_BY_SCHEDULER:
             return super().on_trial_complete(trial_id, result, error)
         # Tune passes the result that got the trial stopped here, not to on_trial_result:
-        # record it as the last intermediate value, which TPE ranks pruned trials by.
-        step, value = result.get("training_iteration"), result.get(self.metric)
+        # record it as the last intermediate value, which TPE ranks pruned trials by (a study
+        # of several objectives takes none: Optuna leaves its pruned trials out of the front)
+        step = result.get("training_iteration")
+        value = None if isinstance(self.metric, list) else result.get(self.metric)
         if step is not None and value is not None:
             ot_trial.report(value, step)
         internals.searcher_study(self).tell(ot_trial, state=TrialState.PRUNED)

@@ -200,7 +200,8 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
         name=sweep_dir.name, arch=spec.arch, dataset=data_label(spec), metric=spec.metric, mode=spec.mode,
         sampler=spec.sampler, scheduler=spec.scheduler.type, trials_run=len(rows),
         warm_start=ws and {"source": Path(ws.source).name, "kind": ws.kind, "trials": len(ws.trials),
-                           "skipped_values": ws.skipped_values}, counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
+                           "skipped_values": ws.skipped_values},
+        **several_objectives(rows, spec), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},
         workers=opts.scaling.workers, wall_time_s=wall_time, **overheads(rows, sweep_dir / layout.EVENTS),
         train_time_s=sum(r["train_time_s"] for r in rows),
         # Ctrl-C between two trials cuts none, but leaves the sweep short of its trials
@@ -209,6 +210,16 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
         error=None if best else "no trial finished with a usable model; see trials.csv for each trial's error")
     write_summary(summary, sweep_dir)
     return summary
+
+
+def several_objectives(rows: list[dict], spec) -> dict:
+    """summary.json's objectives and Pareto front, for a sweep of several objectives."""
+    if not spec.objectives:
+        return {}
+    from .pareto import pareto_front
+
+    return {"objectives": [{"metric": m, "mode": mode} for m, mode in spec.directions()],
+            "pareto_front": pareto_front(rows, spec.directions())}
 
 
 def overheads(rows: list[dict], events: Path) -> dict:

@@ -210,6 +210,9 @@ class SweepSummary:
     final_seeds: FinalSeeds | None = None
     # --warm-start: {source, kind (history or points), trials, skipped_values}
     warm_start: dict | None = None
+    # several objectives: [{metric, mode}], and the finished trials on their Pareto front
+    objectives: list | None = None
+    pareto_front: list | None = None
     kind: str = "sweep"  # tells the report a sweep's summary.json from a run's run.json
 
     @property
@@ -226,7 +229,8 @@ class SweepSummary:
                                               "overhead_per_reused_trial_s", "trial_processes",
                                               "train_time_s", "incomplete", "interrupted_trials")}
         optional = {"error": self.error, "ensemble": self.ensemble and self.ensemble.to_dict(),
-                    "final_seeds": self.final_seeds and self.final_seeds.to_dict(), "warm_start": self.warm_start}
+                    "final_seeds": self.final_seeds and self.final_seeds.to_dict(), "warm_start": self.warm_start,
+                    "objectives": self.objectives, "pareto_front": self.pareto_front}
         return {**head, **self.counts, **tail, **(self.best.to_dict() if self.best else {}),
                 **{k: v for k, v in optional.items() if v is not None}}
 
@@ -237,7 +241,8 @@ class SweepSummary:
         counts = layout.upgrade_counts(d)  # old files name two statuses differently
         texts = {n: _text(d.get(n), "") for n in ("name", "arch", "dataset", "metric", "mode")}
         return cls(**texts, sampler=_text(d.get("sampler"), "tpe"), scheduler=_text(d.get("scheduler"), "asha"),
-                   warm_start=d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None, trials_run=_num(d.get("trials_run"), 0),
+                   warm_start=d.get("warm_start") if isinstance(d.get("warm_start"), dict) else None,
+                   objectives=_list(d.get("objectives")), pareto_front=_list(d.get("pareto_front")), trials_run=_num(d.get("trials_run"), 0),
                    counts={s: counts[s] for s in COUNTED if _num(counts.get(s)) is not None},
                    workers=_num(d.get("workers")), wall_time_s=_num(d.get("wall_time_s"), 0.0),
                    overhead_per_trial_s=_num(d.get("overhead_per_trial_s")),
@@ -247,6 +252,10 @@ class SweepSummary:
                    interrupted_trials=_num(d.get("interrupted_trials"), 0), best=BestTrial.from_dict(d),
                    error=_text(d.get("error")), ensemble=EnsembleResult.from_dict(d.get("ensemble")),
                    final_seeds=FinalSeeds.from_dict(d.get("final_seeds")), kind=_text(d.get("kind"), "sweep"))
+
+
+def _list(v) -> list | None:
+    return v if isinstance(v, list) else None
 
 
 def write_summary(summary: SweepSummary, sweep_dir: str | Path) -> Path:
