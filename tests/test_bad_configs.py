@@ -111,7 +111,7 @@ SWEEP_YAML = {
                                       ["warmup_epochs up to 3.0 with epochs from 2"]),
     "fixed seed": ("fixed: {seed: 3}\n" + LR, ["fixed.seed is not allowed", "top level"]),
     "fixed and searched": ("fixed: {lr: 0.001}\n" + LR, ["['lr'] both fixed and searched"]),
-    "scheduler type": ("scheduler: {type: hyperband}\n" + LR, ["scheduler.type='hyperband'", "('asha', 'none')"]),
+    "scheduler type": ("scheduler: {type: hyperband}\n" + LR, ["scheduler.type='hyperband'", "('asha', 'pbt', 'none')"]),
     "scheduler grace 0": ("scheduler: {grace_period: 0}\n" + LR, ["scheduler.grace_period=0", ">= 1"]),
     "scheduler unknown key": ("scheduler: {grace: 2}\n" + LR, ["scheduler: unknown key 'grace'", "grace_period"]),
     "compare_within a range": ("scheduler: {compare_within: lr}\n" + LR, ["compare_within='lr'"]),

@@ -259,3 +259,21 @@ def test_a_cmaes_sweep_says_its_fallback_once_and_proposes_from_cma_es(tmp_path)
     assert len(read_csv(sweep / "trials.csv")) == 3
     study = optuna.load_study(study_name="c", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.system_attrs.get("cma:generation") is not None for t in study.trials] == [False, True, True]
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("gp", "asha"), ("cmaes", "asha"), ("random", "asha"),
+                                                ("tpe", "none"), ("tpe", "pbt")])
+def test_each_sampler_and_scheduler_runs_a_smoke_sweep(ray_session, tmp_path, sampler, scheduler):
+    from dataclasses import replace
+
+    from mnist_dist.tuning.driver.runner import run_sweep
+
+    from .conftest import smoke_options
+
+    spec = load_spec("mlp", overrides={"sampler": sampler})
+    spec = replace(spec, scheduler=replace(spec.scheduler, type=scheduler))
+    summary = run_sweep(spec, smoke_options(tmp_path, "s", workers=1))
+    rows = read_csv(tmp_path / "s" / "trials.csv")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"} and summary["best_trial"]
+    assert summary["sampler"] == ("random" if scheduler == "pbt" else sampler)
+    assert summary["scheduler"] == ("pbt" if scheduler == "pbt" else "none")  # a smoke test's 1 epoch: no ASHA

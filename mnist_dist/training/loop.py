@@ -318,6 +318,19 @@ class Trainer:
         if s.get("rng"):  # checkpoints written before the random state was kept have none
             self.load_rng_state(s["rng"])
 
+    def set_rates(self, lr: float, weight_decay: float) -> None:
+        """Train on at `lr` (the peak a schedule scales, the rest of the schedule kept) and
+        `weight_decay`, whatever the loaded optimizer state held."""
+        for group in self.opt.param_groups:
+            group["weight_decay"] = weight_decay
+        if self.schedule is None:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            return
+        self.schedule.base_lrs = [lr for _ in self.schedule.base_lrs]
+        for group, factor in zip(self.opt.param_groups, self.schedule.lr_lambdas):
+            group["lr"] = lr * factor(self.schedule.last_epoch)
+
     def rng_state(self) -> dict:
         """The random state the next epoch draws from: dropout's (torch's global generators)
         and the augmentation noise's. The epoch's shuffle needs none: it is seeded per epoch."""
@@ -354,9 +367,14 @@ class EpochRun:
         return self.state.status != layout.RUNNING or self.state.epoch >= self.cfg.epochs
 
     def restore(self, saved: dict) -> None:
-        """Continue where a checkpoint (`checkpoint()["resume"]`) left off."""
+        """Continue where a checkpoint (`checkpoint()["resume"]`) left off. One written under
+        other rates (another trial's, taken over by population-based training) gives its
+        weights, optimizer and schedule state; the rates stay this run's."""
         self.trainer.load_resume_state(saved["trainer"])
         self.state = TrainState(**saved["state"])
+        written = saved.get("config") or {}
+        if any(k in written and written[k] != getattr(self.cfg, k) for k in ("lr", "weight_decay")):
+            self.trainer.set_rates(self.cfg.lr, self.cfg.weight_decay)
 
     def step(self) -> dict:
         """Train and validate one epoch; returns its metrics (what every reporter gets)."""
@@ -410,7 +428,7 @@ class EpochRun:
         payload = model_payload(trainer.model, self.cfg.to_dict(), trainer.data.classes, trainer.data.mean,
                                 trainer.data.std, trainer.data.name, best,
                                 state.best_state or trainer.model.state_dict())
-        resume = {"trainer": trainer.resume_state(), "state": dict(vars(state))}
+        resume = {"trainer": trainer.resume_state(), "state": dict(vars(state)), "config": self.cfg.to_dict()}
         return {"resume": resume, "model": payload}
 
 

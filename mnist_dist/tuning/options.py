@@ -78,7 +78,9 @@ def smoke_tested(spec: SweepSpec) -> SweepSpec:
     search and no room for a warm-up (it must end before the run does). A new spec: the one
     given is left as it is."""
     smoke = copy.deepcopy(spec)
-    smoke.trials, smoke.scheduler.type = min(spec.trials, 2), "none"
+    # one epoch leaves ASHA nothing to cut; PBT still runs its population (nothing to perturb)
+    smoke.trials = min(spec.trials, 2)
+    smoke.scheduler.type = "pbt" if spec.scheduler.type == "pbt" else "none"
     for name in ("epochs", "warmup_epochs"):
         smoke.space.pop(name, None)
         for point in smoke.points:

@@ -42,10 +42,11 @@ SAMPLERS = ("tpe", "gp", "cmaes", "random")
 
 @dataclass
 class SchedulerSpec:
-    type: str = "asha"  # asha | none
+    type: str = "asha"  # asha | pbt | none
     grace_period: int = 1  # epochs every trial runs before it may be stopped
     reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
     compare_within: str | None = None  # a searched param: rank trials only against its same value
+    perturbation_interval: int = 2  # pbt: epochs between two exploit-and-explore steps
 
 
 @dataclass
@@ -86,10 +87,11 @@ RANGES = {
     "sampler": Range(choices=SAMPLERS),
 }
 SCHEDULER_RANGES = {
-    "type": Range(choices=("asha", "none")),
+    "type": Range(choices=("asha", "pbt", "none")),
     "grace_period": Range(1, note="(epochs before ASHA may stop a trial)"),
     "reduction_factor": Range(2, note="(ASHA keeps 1/reduction_factor at each rung)"),
     "compare_within": Range(what="a parameter the space searches with choice"),
+    "perturbation_interval": Range(1, note="(epochs between PBT's exploit-and-explore steps)"),
 }
 MAPPINGS = {  # what each nested section looks like, for its error
     "scheduler": "a mapping like {type: asha, grace_period: 4}",
@@ -270,6 +272,8 @@ def validate(spec: SweepSpec, where: str) -> None:
     if overlap:
         raise ConfigError(f"{where}: {sorted(overlap)} both fixed and searched; keep one")
     _check_compare_within(spec, where)
+    if spec.scheduler.type == "pbt":
+        _check_pbt(spec, where)
     if spec.objectives and spec.sampler == "cmaes":
         raise ConfigError(f"{where}: sampler cmaes with objectives {spec.objectives}: Optuna's CMA-ES searches one "
                           "objective; use tpe, gp or random for several")
@@ -290,6 +294,30 @@ def _check_metric(spec: SweepSpec, where: str) -> None:
     if spec.mode != METRICS[spec.metric]:
         raise ConfigError(f"{where}: metric {spec.metric} with mode {spec.mode} would pick the worst trial; "
                           f"use mode: {METRICS[spec.metric]}")
+
+
+# What a PBT trial can change between two epochs without starting over: the rates (under a
+# schedule, lr scales the rest of it), the regularisers and the data's augmentation. Batch
+# size, epochs and the optimizer or schedule kind fix the run's shape and stay as drawn.
+MUTABLE = ("lr", "weight_decay", "dropout", "augment", "label_smoothing")
+
+
+def mutable(spec: SweepSpec) -> list[str]:
+    """The searched parameters PBT perturbs: mutable ones searched whatever else is drawn."""
+    return [n for n, d in spec.space.items() if n in MUTABLE and not d.get("when")]
+
+
+def _check_pbt(spec: SweepSpec, where: str) -> None:
+    """PBT steers a random population itself: no sampler, one objective, something to perturb."""
+    if spec.sampler != "tpe":
+        raise ConfigError(f"{where}: sampler {spec.sampler} with scheduler.type pbt: PBT draws its population at "
+                          "random and steers it itself, so no sampler applies; drop sampler or use type: asha")
+    if spec.objectives:
+        raise ConfigError(f"{where}: objectives with scheduler.type pbt: PBT ranks trials by one metric; "
+                          "use type: asha for several objectives")
+    if not mutable(spec):
+        raise ConfigError(f"{where}: scheduler.type pbt: the space searches none of {', '.join(MUTABLE)} "
+                          "unconditionally, so PBT would have nothing to change mid-run")
 
 
 def _check_compare_within(spec: SweepSpec, where: str) -> None:

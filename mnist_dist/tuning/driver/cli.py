@@ -93,6 +93,13 @@ def validate_gpu_sharing(args) -> None:
                           "single-worker trials (--workers 1) instead")
 
 
+def check_pbt_workers(args, spec) -> None:
+    """PBT hands a trial another trial's checkpoint mid-run: single-worker trials only."""
+    if spec.scheduler.type == "pbt" and args.workers > 1:
+        raise ConfigError(f"--workers {args.workers} with scheduler.type pbt ({spec.arch}): PBT trials run in one "
+                          "process each; use --workers 1, or type: asha for DDP trials")
+
+
 def check_image_folder(path: str) -> None:
     """Before Ray starts: the folder and its two splits exist (reading every image waits
     for the trials)."""
@@ -121,6 +128,7 @@ def build(args, arch: str):
 
     spec = load_spec(arch, args.config, {"dataset": args.dataset, "trials": args.trials, "seed": args.seed,
                                          "sampler": args.sampler})
+    check_pbt_workers(args, spec)
     if args.images:
         spec.fixed["images"] = args.images
     if spec.fixed.get("images"):
@@ -148,6 +156,9 @@ def warm_started(spec, opts):
         return spec
     from .. import warmstart
 
+    if spec.scheduler.type == "pbt":
+        raise ConfigError(f"--warm-start with scheduler.type pbt ({spec.arch}): PBT draws its population at random "
+                          "and steers it itself; warm-start a sweep with type: asha or none")
     ws = warmstart.read(opts.warm_start, spec)
     spec.points[:0] = ws.points()
     if opts.verbose:
@@ -186,6 +197,9 @@ def resumed_spec(args, spec, opts):
     if args.trials is not None and args.trials < saved.trials:
         raise ConfigError(f"--trials {args.trials} with --resume: the sweep in {config_json.parent} already has "
                           f"{saved.trials} trials; --trials can only add to them (pass a number above {saved.trials})")
+    if args.trials is not None and args.trials > saved.trials and saved.scheduler.type == "pbt":
+        raise ConfigError(f"--trials {args.trials} with --resume: the sweep in {config_json.parent} is a PBT "
+                          "population, which cannot grow once it has trained; start a new sweep with more trials")
     if args.trials is not None:
         saved.trials = args.trials  # the runner continues the sweep in a new Tune run up to this many
     return saved

@@ -174,11 +174,12 @@ def summary_table(rows: list[dict], metric: str, limit: int = 20) -> str:
         return (v is None or (isinstance(v, float) and math.isnan(v)), -(v or 0))
 
     shown = sorted(rows, key=key)[:limit]
-    lines = [f"{'trial':<10}{'status':<26}{'epochs':>7}  {metric}"]
+    width = max([10] + [len(str(r["trial_id"])) + 2 for r in shown])  # Tune's ids: 8 characters, PBT's 11
+    lines = [f"{'trial':<{width}}{'status':<26}{'epochs':>7}  {metric}"]
     for r in shown:
         v = r.get(metric)
         value = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-        lines.append(f"{r['trial_id']:<10}{LABELS.get(r['status'], r['status']):<26}{int(r['epochs_run'] or 0):>7}  {value}")
+        lines.append(f"{r['trial_id']:<{width}}{LABELS.get(r['status'], r['status']):<26}{int(r['epochs_run'] or 0):>7}  {value}")
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more in trials.csv")
     return "\n".join(lines)

@@ -121,14 +121,19 @@ def new_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: d
 
     first = run == 1
     trials = spec.trials if first else trials
-    # a continuation's sampler gets a seed of its own: the sweep's would draw its first run's configs again
-    searcher = make_searcher(spec if first else replace(spec, seed=spec.seed + 1000 * (run - 1)), storage,
-                             sweep_name(spec, opts), initial_points(spec) if first else None)
     ResumableASHA.resuming = not first  # a continuation's trials join the rungs the earlier runs filled
+    if spec.scheduler.type == "pbt":  # Tune's PBT takes no search algorithm: its own population
+        from ..execution.pbt import make_pbt, make_search, param_space
+
+        searcher, scheduler, space = make_search(spec), make_pbt(spec), param_space(spec)
+    else:  # a continuation's sampler gets a seed of its own: the sweep's would draw the first run's again
+        searcher = make_searcher(spec if first else replace(spec, seed=spec.seed + 1000 * (run - 1)), storage,
+                                 sweep_name(spec, opts), initial_points(spec) if first else None)
+        scheduler, space = make_scheduler(spec, sweep_dir), None
     return tune.Tuner(
-        make_trainable(opts, sweep_dir, base),
+        make_trainable(opts, sweep_dir, base), param_space=space,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(spec, sweep_dir),
+            search_alg=searcher, scheduler=scheduler,
             num_samples=trials, reuse_actors=reuses_processes(opts.scaling),
             max_concurrent_trials=concurrency(ray, opts.scaling, opts.max_concurrent or spec.max_concurrent,
                                               autoscaling=bool(opts.address))),
@@ -136,7 +141,7 @@ def new_tuner(spec: SweepSpec, opts: SweepOptions, sweep_dir: Path, ray, base: d
             name=layout.TUNE if first else layout.TUNE_MORE.format(n=run), storage_path=str(sweep_dir),
             verbose=1 if opts.ray_logs and opts.verbose else 0,
             failure_config=tune.FailureConfig(max_failures=tune_failures(opts.scaling)),
-            checkpoint_config=trial_checkpoints(),
+            checkpoint_config=trial_checkpoints(3 if spec.scheduler.type == "pbt" else 1),
             callbacks=callbacks(spec, opts, sweep_dir, trials)))
 
 

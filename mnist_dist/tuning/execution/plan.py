@@ -90,10 +90,11 @@ def tune_failures(scaling: Scaling) -> int:
     return scaling.max_failures if reuses_processes(scaling) else 1
 
 
-def trial_checkpoints():
+def trial_checkpoints(keep: int = 1):
     """A trial keeps only its latest checkpoint (it holds the best model too). With num_to_keep
     set, Tune also snapshots the sweep after each checkpoint, so `--resume` after a hard kill
-    finds every trial at its last epoch, not where a snapshot up to 10 s old left it."""
+    finds every trial at its last epoch, not where a snapshot up to 10 s old left it. A PBT
+    sweep keeps 3: a trial taking over another's checkpoint must find it still there."""
     from ray import tune
 
-    return tune.CheckpointConfig(num_to_keep=1)
+    return tune.CheckpointConfig(num_to_keep=keep)

@@ -60,7 +60,9 @@ def trial_row(result, histories: Path, walls: dict | None = None) -> dict:
         df = checkpoint_history(result)
     if df is not None and "epoch" in df.columns:  # a replayed final report repeats its epoch
         df = df.drop_duplicates("epoch", keep="last")
-    cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns]
+    # and each epoch's config: a PBT trial's values change over its epochs
+    cols = [c for c in HISTORY_COLUMNS if df is not None and c in df.columns] + \
+        [c for c in (df.columns if df is not None else ()) if str(c).startswith("config/")]
     epoch_seconds = 0.0
     if cols:
         layout.write_csv(df[cols].to_dict("records"), histories / layout.TRIAL_HISTORY.format(trial_id=trial_id), columns=cols)
@@ -198,7 +200,8 @@ def collect(grid, spec, opts, sweep_dir: Path, base: dict, wall_time: float) -> 
     best = pick_best(rows, spec.metric, spec.mode)
     summary = SweepSummary(
         name=sweep_dir.name, arch=spec.arch, dataset=data_label(spec), metric=spec.metric, mode=spec.mode,
-        sampler=spec.sampler, scheduler=spec.scheduler.type, trials_run=len(rows),
+        # PBT's population is drawn at random, then steered by PBT: no sampler
+        sampler="random" if spec.scheduler.type == "pbt" else spec.sampler, scheduler=spec.scheduler.type, trials_run=len(rows),
         warm_start=ws and {"source": Path(ws.source).name, "kind": ws.kind, "trials": len(ws.trials),
                            "skipped_values": ws.skipped_values},
         **several_objectives(rows, spec), counts={s: sum(r["status"] == s for r in rows) for s in COUNTED},

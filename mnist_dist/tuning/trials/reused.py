@@ -60,7 +60,9 @@ class EpochTrainable(tune.Trainable):
         self._start(config)
 
     def _start(self, params: dict) -> None:
-        cfg = TrainConfig.from_dict({**self.base, **params}, source="trial config")
+        # None: a parameter a PBT population member's `when` leaves out (execution/pbt.py)
+        cfg = TrainConfig.from_dict({**self.base, **{k: v for k, v in params.items() if v is not None}},
+                                    source="trial config")
         self.run = EpochRun(cfg, Trainer(cfg, trial_device(), cached_data(cfg)))
         self._first_step = True
 
