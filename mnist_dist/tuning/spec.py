@@ -1,8 +1,8 @@
 """Sweep definitions: `sweeps/<arch>.yaml` <- CLI flags, validated before Ray starts.
 
 The YAML's top level: dataset, metric, mode, trials, max_concurrent, baseline_first,
-seed, sampler, scheduler {type, grace_period, reduction_factor, compare_within}, fixed,
-space and points. A search-space entry is one of
+seed, sampler, scheduler {type, grace_period, reduction_factor, compare_within,
+perturbation_interval}, fixed, space, points and objectives. A search-space entry is one of
     {loguniform: [lo, hi]}  {uniform: [lo, hi]}  {int: [lo, hi]}  {choice: [a, b, ...]}
 (uniform and loguniform for number fields, int for integer ones, choice for any),
 optionally with `when: {param: [values]}` to make it conditional (momentum only
