@@ -80,3 +80,20 @@ def test_a_sweep_of_two_objectives_gives_the_front_of_its_trials(ray_session, tm
     trials = study(tmp_path / "o").get_trials()
     assert len(trials) == 3 and all(len(t.values) == 2 for t in trials)
     assert {round(t.values[0], 6) for t in trials} == {round(float(r["best_val_acc"]), 6) for r in rows}
+
+
+def test_the_console_gives_the_front_and_names_scheduler_and_warm_start():
+    from pathlib import Path as P
+
+    from mnist_dist.tuning.driver.console import final_message
+    from mnist_dist.tuning.outputs.summary import SweepSummary
+
+    summary = SweepSummary(name="s", metric="best_val_acc", mode="max", trials_run=2, scheduler="none",
+                           warm_start={"source": "old", "kind": "history", "trials": 3, "skipped_values": 0},
+                           objectives=[{"metric": "best_val_acc", "mode": "max"},
+                                       {"metric": "train_time_s", "mode": "min"}],
+                           pareto_front=[{"trial_id": "a", "best_val_acc": 0.99, "train_time_s": 12.5}])
+    lines = final_message(summary, [], P("/r/s"), "").splitlines()
+    assert lines[0].endswith("sampler tpe, scheduler none, warm-started from old")
+    i = lines.index("Pareto front (best_val_acc up, train_time_s down; finished trials only):")
+    assert lines[i + 1] == "  a  best_val_acc 0.99  train_time_s 12.5"

@@ -189,8 +189,11 @@ def final_message(summary: SweepSummary, rows: list[dict], sweep_dir: Path, resu
     """The last lines of a sweep: what happened, the best model, where everything is."""
     n = {**summary.counts, layout.INTERRUPTED: summary.interrupted_trials}
     counts = ", ".join(f"{n.get(s, 0)} {LABELS[s]}" for s in layout.ENDED if n.get(s))
+    steering = f", scheduler {summary.scheduler}" + (
+        f", warm-started from {summary.warm_start['source']}" if summary.warm_start else "")
     out = [f"sweep {summary.name}: {summary.trials_run} trials ({counts}) in "
-           f"{summary.wall_time_s:.0f} s, sampler {summary.sampler}", summary_table(rows, summary.metric)]
+           f"{summary.wall_time_s:.0f} s, sampler {summary.sampler}{steering}", summary_table(rows, summary.metric)]
+    out += pareto_lines(summary)
     best = summary.best
     if best is not None and best.test_acc is not None:
         out.append(f"best trial {best.best_trial}: {summary.metric} {best.best_metric:.4f}, "
@@ -203,6 +206,17 @@ def final_message(summary: SweepSummary, rows: list[dict], sweep_dir: Path, resu
         out.append(f"interrupted: the finished trials are kept. Resume with:\n  {resume_hint}")
     out.append(f"results: {sweep_dir}  (report: mnist-dist report {shlex.quote(str(sweep_dir.parent))})")
     return "\n".join(out)
+
+
+def pareto_lines(summary: SweepSummary) -> list[str]:
+    """A sweep of several objectives: the trials on its Pareto front, one line each."""
+    if not summary.objectives:
+        return []
+    names = [o["metric"] for o in summary.objectives]
+    head = "Pareto front (" + ", ".join(f"{o['metric']} {'up' if o['mode'] == 'max' else 'down'}"
+                                        for o in summary.objectives) + "; finished trials only):"
+    return [head] + [f"  {p['trial_id']}  " + "  ".join(f"{n} {p[n]:.4g}" for n in names)
+                     for p in summary.pareto_front or []]
 
 
 def ensemble_lines(e: EnsembleResult | None) -> list[str]:
