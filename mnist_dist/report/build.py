@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import layout
-from . import hparams, images, plots, stats, tables, versus
+from . import hparams, images, plots, stats, steering, tables, versus
 from .collect import Source, discover
 
 FIGURES = "figures"
@@ -23,6 +23,7 @@ class Figure:
     title: str
     path: Path | None = None  # None: not drawn, see note
     note: str = ""
+    caption: str = ""  # how to read it, under the figure
 
 
 @dataclass
@@ -101,6 +102,16 @@ def sweep_section(src: Source, draw: Drawer) -> SweepSection:
                  lambda p: hparams.hyperparameters(src, p)),
             draw(f"{k}-importance", f"{src.name}: hyperparameter importance",
                  lambda p: hparams.importance_plot(src, p))]
+    if steering.steering(src)[1] == "pbt":
+        changed = steering.mutated(steering.histories(src))
+        fig = draw(f"{k}-pbt-mutations", f"{src.name}: PBT's values per trial over the epochs"
+                   + (f" ({', '.join(changed)})" if changed else ""), lambda p: steering.mutations(src, p))
+        fig.caption = steering.MUTATIONS_CAPTION
+        figs.append(fig)
+    if steering.objectives(src):
+        fig = draw(f"{k}-pareto", f"{src.name}: Pareto front of the objectives", lambda p: steering.pareto(src, p))
+        fig.caption = steering.PARETO_CAPTION
+        figs.append(fig)
     return SweepSection(src, figs, hparams.edge_warnings(src))
 
 
@@ -210,12 +221,34 @@ def markdown_report(rep: Report) -> str:
              versus.NOTES,
              "## All sweeps and runs", tables.markdown_table(rep.rows),
              "## McNemar's test between the best models", stats.markdown_table(rep.mcnemar)]
+    if rep.sweeps:
+        parts += ["## Sweeps", "\n\n".join(sweep_markdown(s) for s in rep.sweeps)]
     edges = [f"- {s.source.name}: {w}" for s in rep.sweeps for w in s.edge_warnings]
     if edges:
         parts += ["## Hyperparameters at the edge of their search range", "\n".join(edges)]
     if rep.warnings:
         parts += ["## Warnings", "\n".join(f"- {w}" for w in rep.warnings)]
     return "\n\n".join(parts) + "\n"
+
+
+def sweep_markdown(s: SweepSection) -> str:
+    """A sweep's steering: sampler, scheduler, warm start, objectives, with the Pareto front
+    and the figures that show them."""
+    sampler, scheduler = steering.steering(s.source)
+    lines = [f"### {tables.md_cell(s.source.name)}", "",
+             f"- sampler: {tables.md_cell(sampler)}",
+             f"- scheduler: {tables.md_cell(steering.scheduler_text(scheduler))}",
+             *(f"- {tables.md_cell(n)}" for n in steering.notes(s.source))]
+    headers, rows = steering.front_table(s.source)
+    if rows:
+        lines += ["", "Pareto front (summary.json):", "", tables.markdown_row(headers), "|" + "---|" * len(headers),
+                  *(tables.markdown_row(r) for r in rows)]
+    for f in s.figures:
+        if f.caption and f.path:
+            lines += ["", f"![{tables.md_cell(f.title)}]({FIGURES}/{f.path.name})", "", f.caption]
+        elif f.caption:
+            lines += ["", f"{f.title}: not shown - {f.note}"]
+    return "\n".join(lines)
 
 
 def all_figures(rep: Report) -> list[Figure]:

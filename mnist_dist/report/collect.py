@@ -29,7 +29,8 @@ class Source:
     path: Path
     summary: dict  # summary.json or run.json
     config: dict | None = None  # config.json
-    trials: pd.DataFrame | None = None  # sweeps: trials.csv
+    trials: pd.DataFrame | None = None  # sweeps: trials.csv, the trials this sweep ran
+    imported: pd.DataFrame | None = None  # sweeps: trials.csv's rows a warm start gave as history
     history: pd.DataFrame | None = None  # per-epoch history of the best trial / the run
     evaluation: dict | None = None  # evaluation.json of the best model
     predictions: dict | None = None  # predictions.npz arrays of the best model
@@ -132,6 +133,7 @@ def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     src.trials = read_csv(folder / layout.TRIALS_CSV, "per-trial plots", warnings, needs=("status",))
     if src.trials is not None and "status" in src.trials.columns:  # old folders: today's names
         src.trials["status"] = src.trials["status"].map(layout.status)
+        src.trials, src.imported = split_imported(src.trials)
     if summary.get("error"):
         warnings.append(f"{folder}: {summary['error']}")
     best = summary.get("best_trial")
@@ -144,6 +146,16 @@ def load_sweep(folder: Path, summary: dict, warnings: list[str]) -> Source:
     if (folder / layout.OPTUNA_DB).is_file():
         src.study_path = optuna_db(folder / layout.OPTUNA_DB, warnings)
     return src
+
+
+def split_imported(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """trials.csv as (the trials this sweep ran, the rows a history warm start copied from an
+    earlier sweep, None when there are none): imported rows were never run here, have no
+    model, and count as none of this sweep's trials."""
+    imported = trials["status"] == layout.IMPORTED
+    if not imported.any():
+        return trials, None
+    return trials[~imported].reset_index(drop=True), trials[imported].reset_index(drop=True)
 
 
 def read_only_sqlite_url(path: Path) -> str:

@@ -235,20 +235,38 @@ def load_study(src):
     raise Skip(f"optuna.db holds studies {names}, none named {src.name!r}")
 
 
-def importances(src) -> tuple[dict, int]:
-    """Optuna's parameter importances (default evaluator, PED-ANOVA) and the number of
-    completed trials they rest on; Skip with the reason when they cannot be computed."""
+def own_trials(study):
+    """The study without the trials a warm start imported from an earlier sweep (tagged
+    `imported_from`): those the sweep ran itself. The study itself when it imported none."""
     import optuna
 
+    own = [t for t in study.trials if "imported_from" not in t.user_attrs]
+    if len(own) == len(study.trials):
+        return study
+    copy = optuna.create_study(directions=study.directions)  # in memory: the file stays as it is
+    copy.add_trials([t for t in own if t.state.is_finished()])
+    return copy
+
+
+def importances(src) -> tuple[dict, int]:
+    """Optuna's parameter importances (default evaluator, PED-ANOVA) over the trials the sweep
+    ran, and the number of completed trials they rest on; for a sweep of several objectives,
+    the importance of reaching their Pareto front. Skip with the reason when they cannot be
+    computed."""
+    import optuna
+
+    if src.summary.get("scheduler") == "pbt":
+        raise Skip("PBT chose the values of this sweep's trials, not an Optuna sampler: no study to read")
     if src.study_path is None:
         raise Skip("no optuna.db in the sweep folder")
     try:
-        study = load_study(src)
+        study = own_trials(load_study(src))
     except Skip:
         raise
     except Exception as e:  # locked or corrupt database, schema from another Optuna version
         raise Skip(f"optuna.db could not be read ({type(e).__name__}: {e})") from e
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
+            and all(v is not None for v in t.values)]
     params = {k for t in done for k in t.params}
     if len(done) < 2 or not any(len({repr(t.params.get(k)) for t in done}) > 1 for k in params):
         raise Skip(f"needs at least 2 completed trials with different hyperparameters "
@@ -274,5 +292,7 @@ def importance_plot(src, path: Path) -> Path:
     ax.set_xlim(0, max(imp.values()) * 1.2 or 1)
     ax.set_xlabel("importance (normalized, sums to 1)")
     note = " - few trials: treat as noise" if n < 10 else ""
-    ax.set_title(f"{src.name}: hyperparameter importance\n(Optuna PED-ANOVA, {n} completed trials{note})")
+    objectives = src.summary.get("objectives")
+    front = ", for reaching the Pareto front" if isinstance(objectives, list) and len(objectives) > 1 else ""
+    ax.set_title(f"{src.name}: hyperparameter importance{front}\n(Optuna PED-ANOVA, {n} completed trials{note})")
     return save(fig, path)

@@ -7,7 +7,7 @@ import time
 from html import escape
 
 from ..tuning.outputs.summary import SweepSummary
-from . import hparams, stats, tables, versus
+from . import hparams, stats, steering, tables, versus
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
@@ -53,7 +53,7 @@ window.addEventListener("load", function () {
 });
 """
 
-WIDE = ("hyperparameters", "correct", "wrong", "learning-curves", "trial-status")
+WIDE = ("hyperparameters", "correct", "wrong", "learning-curves", "trial-status", "pbt-mutations")
 
 
 def img(fig) -> str:
@@ -61,9 +61,10 @@ def img(fig) -> str:
         return f'<p class="missing">{escape(fig.title)}: not shown - {escape(fig.note)}</p>'
     data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
     wide = " wide" if fig.key.endswith(WIDE) else ""
+    caption = f"<br>{escape(fig.caption)}" if getattr(fig, "caption", "") else ""
     return (f'<figure class="{wide.strip()}"><img src="data:image/png;base64,{data}" alt="{escape(fig.title)}">'
             f'<figcaption>{escape(fig.title)} - <code>{escape(fig.path.parent.name)}/'
-            f'{escape(fig.path.name)}</code></figcaption></figure>')
+            f'{escape(fig.path.name)}</code>{caption}</figcaption></figure>')
 
 
 def figs(figures) -> str:
@@ -166,6 +167,8 @@ def sweep_block(s) -> str:
     typed = SweepSummary.from_dict(sm)
     kv = (f"<span>metric <code>{escape(str(sm.get('metric', '?')))}</code></span>"
           f"<span>sampler <code>{escape(typed.sampler)}</code></span>"
+          f'<span>scheduler <code title="{escape(steering.scheduler_text(typed.scheduler))}">'
+          f"{escape(typed.scheduler)}</code></span>"
           f"<span>trials {escape(str(sm.get('trials_run', '-')))}</span>"
           f"<span>workers/trial {escape(str(sm.get('workers', '-')))}</span>"
           f"<span>wall time {fmt(sm.get('wall_time_s'), '{:.0f} s')}</span>"
@@ -177,8 +180,19 @@ def sweep_block(s) -> str:
         warnings.insert(0, f"partial results: the sweep was interrupted after {typed.trials_run} trials "
                            f"({typed.interrupted_trials} cut short); resume it with --resume")
     warn = "".join(f'<div class="warn"><b>WARNING:</b> {escape(w)}</div>' for w in warnings)
+    notes = "".join(f'<p class="note steering">{escape(n)}</p>' for n in steering.notes(s.source))
     return (f'<h3 id="sweep-{escape(s.source.name)}">{escape(s.source.label)}</h3><p class="kv">{kv}</p>'
-            + warn + figs(s.figures) + trials_table(s.source))
+            + notes + warn + figs(s.figures) + front_table(s.source) + trials_table(s.source))
+
+
+def front_table(src) -> str:
+    """A sweep of several objectives: its Pareto front, as summary.json gives it."""
+    headers, rows = steering.front_table(src)
+    if not rows:
+        return ""
+    return (f"<h4>Pareto front ({len(rows)} trials)</h4>"
+            + table(headers, [[escape(c) for c in r] for r in rows], f"pareto-{escape(src.name)}",
+                    ["", *["num"] * (len(headers) - 1)]))
 
 
 def trials_table(src) -> str:
@@ -188,11 +202,16 @@ def trials_table(src) -> str:
     metric = hparams.metric_column(src)  # the sweep's own metric, best first by its mode
     keep = [c for c in t.columns if c in ("trial_id", "status", "epochs_run", "best_val_acc", metric, "train_time_s")
             or c.startswith("config/")]
+    if steering.starting_points(src):  # which trials ran a warm start's starting point
+        keep.append("imported_from")
     ascending = src.summary.get("mode") == "min"
     t = t[keep].sort_values(metric, ascending=ascending) if metric in keep else t[keep]
     rows = [[escape(tables.fmt_value(v)) if v == v else "-" for v in r] for r in t.itertuples(index=False)]
-    return (f"<details><summary>All {len(t)} trials, best first</summary>"
-            + table([c.removeprefix("config/") for c in keep], rows) + "</details>")
+    n = steering.imported_count(src)
+    imported = f" ({n} imported from an earlier sweep not listed)" if n else ""
+    headers = ["starting point from" if c == "imported_from" else c.removeprefix("config/") for c in keep]
+    return (f"<details><summary>All {len(t)} trials, best first{imported}</summary>"
+            + table(headers, rows) + "</details>")
 
 
 def sweeps_section(rep) -> str:
