@@ -215,7 +215,7 @@ def test_the_console_and_the_report_name_the_sampler():
     summary = SweepSummary(name="s", arch="mlp", metric="best_val_acc", mode="max", sampler="gp", trials_run=0)
     assert final_message(summary, [], Path("/r/s"), "").splitlines()[0] == \
         "sweep s: 0 trials () in 0 s, sampler gp, scheduler asha"
-    source = SimpleNamespace(summary=summary.to_dict(), name="s", label="s", trials=None)
+    source = SimpleNamespace(summary=summary.to_dict(), name="s", label="s", trials=None, imported=None)
     html = sweep_block(SimpleNamespace(source=source, edge_warnings=[], figures=[]))
     assert "<span>sampler <code>gp</code></span>" in html
 
