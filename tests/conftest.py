@@ -211,3 +211,21 @@ def disk_fills_half_way(monkeypatch) -> None:
             self.f.close()
 
     monkeypatch.setattr(layout.os, "fdopen", lambda *a, **kw: HalfThenFull(real_fdopen(*a, **kw)))
+
+
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the report's plot functions draw, kept open instead of saved."""
+    from mnist_dist.report import hparams, plots, steering
+
+    figs = []
+
+    def keep(fig, path):
+        figs.append(fig)
+        return path
+
+    for module in (plots, hparams, steering):
+        monkeypatch.setattr(module, "save", keep)
+    yield figs
+    for fig in figs:
+        plots.plt.close(fig)

@@ -262,22 +262,6 @@ def test_edge_warnings_advise_only_values_the_field_accepts():
     assert "largest" in edge_warning("width", 64, {"choice": [16, 32, 64]})
 
 
-@pytest.fixture
-def kept_figures(monkeypatch):
-    """The figures the report's plot functions draw, kept open instead of saved."""
-    from mnist_dist.report import hparams, plots
-
-    figs = []
-
-    def keep(fig, path):
-        figs.append(fig)
-        return path
-
-    monkeypatch.setattr(plots, "save", keep)
-    monkeypatch.setattr(hparams, "save", keep)
-    yield figs
-    for fig in figs:
-        plots.plt.close(fig)
 
 
 NEAR_100 = ([0.99], [0.985, 0.99, 0.995, 0.999], [1.0], [1.0, 1.0, 0.998])

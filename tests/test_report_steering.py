@@ -296,22 +296,6 @@ def test_old_folder_builds_as_before(steered):
 
 # --- the figure functions on small tables, without Ray ---------------------------------------------
 
-@pytest.fixture
-def kept_figures(monkeypatch):
-    """The figures the report's plot functions draw, kept open instead of saved."""
-    from mnist_dist.report import hparams, plots
-
-    figs = []
-
-    def keep(fig, path):
-        figs.append(fig)
-        return path
-
-    for module in (plots, hparams, steering):
-        monkeypatch.setattr(module, "save", keep)
-    yield figs
-    for fig in figs:
-        plots.plt.close(fig)
 
 
 def table_source(tmp_path: Path, summary: dict, trials: list[dict], histories: dict | None = None) -> Source:
