@@ -38,3 +38,17 @@ def test_a_smoke_sweep_continued_to_4_has_4_trials_in_every_output(ray_session, 
     again = run_sweep(saved_spec("lenet5", sweep / "config.json"), smoke_options(tmp_path, "c", workers=1, resume=True))
     assert again["trials_run"] == 4 and not (sweep / "tune-3").exists()
     assert len(study(sweep).get_trials()) == 4
+
+
+def test_trials_csv_lists_trials_in_the_order_tune_created_them(tmp_path):
+    """Trials first seen in the same step keep Tune's order, whichever process started first;
+    an earlier run's trials come before a later run's."""
+    from mnist_dist.tuning.outputs.results import in_start_order
+
+    events = tmp_path / "events.jsonl"
+    lines = [{"event": "start", "trial_id": "b", "time": 10.0, "queued": 5.0, "order": 1},
+             {"event": "start", "trial_id": "a", "time": 11.0, "queued": 5.0, "order": 0},
+             {"event": "start", "trial_id": "c", "time": 2.0, "queued": 1.0, "order": 3}]
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    rows = [{"trial_id": t} for t in ("d", "b", "a", "c")]  # as Tune might list them
+    assert [r["trial_id"] for r in in_start_order(rows, events)] == ["c", "a", "b", "d"]

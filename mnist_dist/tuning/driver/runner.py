@@ -172,8 +172,12 @@ def planned_trials(sweep_dir: Path) -> int:
     """How many trials the sweep's Tune runs were given, together (config.json; a run recorded
     there whose folder Tune never made, the driver killed in between, never ran)."""
     saved = json.loads((sweep_dir / layout.CONFIG_JSON).read_text())
-    runs = saved.get("tune_runs", {layout.TUNE: saved["sweep"]["trials"]})
-    return sum(n for folder, n in runs.items() if (sweep_dir / folder).is_dir())
+    return sum(n for folder, n in saved_runs(saved).items() if (sweep_dir / folder).is_dir())
+
+
+def saved_runs(saved: dict) -> dict[str, int]:
+    """config.json's trials per Tune run folder (a sweep saved before continuations: one run)."""
+    return saved.get("tune_runs", {layout.TUNE: saved["sweep"]["trials"]})
 
 
 def run_sweep(spec: SweepSpec, opts: SweepOptions) -> dict:
@@ -275,8 +279,7 @@ def record_run(sweep_dir: Path, spec: SweepSpec, folder: str, trials: int) -> No
     """config.json (and .yaml) say the sweep now has `spec.trials` trials, `trials` of them in
     the Tune run `folder`: a later --resume continues to that many."""
     saved = json.loads((sweep_dir / layout.CONFIG_JSON).read_text())
-    runs = saved.get("tune_runs", {layout.TUNE: saved["sweep"]["trials"]})
-    saved["tune_runs"] = {**runs, folder: trials}
+    saved["tune_runs"] = {**saved_runs(saved), folder: trials}
     saved["sweep"]["trials"] = spec.trials
     save_json(saved, sweep_dir / layout.CONFIG_JSON)
     _write_yaml(saved, sweep_dir / layout.CONFIG_YAML)
